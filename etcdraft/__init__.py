@@ -1,0 +1,58 @@
+"""etcdraft: one leader at a time and a replicated, totally ordered stream of block
+states, with consensus delegated to an etcd cluster.
+
+The Python, etcd-backed form of ev-node's ``pkg/raft``. See ``docs/`` for the
+protocol, configuration and operations.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from etcdraft._version import __version__
+from etcdraft.config import Config, Peer, format_duration, parse_duration, parse_peer
+from etcdraft.errors import (
+    ConfigError,
+    CorruptDataError,
+    ErrLeadershipLost,
+    EtcdAuthError,
+    EtcdError,
+    EtcdraftError,
+    EtcdRequestError,
+    EtcdTimeoutError,
+    EtcdUnavailableError,
+    HandoverError,
+    HeightConflictError,
+    InvalidStateError,
+    LeadershipLostError,
+    NotLeaderError,
+)
+from etcdraft.types import RaftApplyMsg, RaftBlockState, Runnable
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "CorruptDataError",
+    "ErrLeadershipLost",
+    "EtcdAuthError",
+    "EtcdError",
+    "EtcdRequestError",
+    "EtcdTimeoutError",
+    "EtcdUnavailableError",
+    "EtcdraftError",
+    "HandoverError",
+    "HeightConflictError",
+    "InvalidStateError",
+    "LeadershipLostError",
+    "NotLeaderError",
+    "Peer",
+    "RaftApplyMsg",
+    "RaftBlockState",
+    "Runnable",
+    "__version__",
+    "format_duration",
+    "parse_duration",
+    "parse_peer",
+]

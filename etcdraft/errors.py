@@ -1,0 +1,127 @@
+"""The etcdraft error hierarchy.
+
+Every error raised by the public API is an :class:`EtcdraftError`. The tree is
+organised by *kind*, so callers can catch as broadly or narrowly as they need::
+
+    EtcdraftError
+    ├── ConfigError                      (also ValueError) bad configuration
+    ├── NotLeaderError                   this node does not lead
+    │   └── LeadershipLostError          leadership was lost (fenced write rejected)
+    ├── HeightConflictError              a different block is replicated at that height
+    ├── InvalidStateError                (also ValueError) state rejected before writing
+    ├── CorruptDataError                 data under the namespace cannot be decoded
+    ├── EtcdError                        etcd answered with an error
+    │   ├── EtcdUnavailableError         etcd unreachable within the time allowed
+    │   │   └── EtcdTimeoutError         (also TimeoutError) a deadline expired
+    │   ├── EtcdAuthError                authentication / permission denied
+    │   └── EtcdRequestError             etcd rejected the request (too large, quota...)
+    └── HandoverError                    no live member can take leadership over
+
+Timeouts also subclass the builtin :class:`TimeoutError`, so ``except TimeoutError``
+catches them as Python programmers expect.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "CorruptDataError",
+    "ErrLeadershipLost",
+    "EtcdAuthError",
+    "EtcdError",
+    "EtcdRequestError",
+    "EtcdTimeoutError",
+    "EtcdUnavailableError",
+    "EtcdraftError",
+    "HandoverError",
+    "HeightConflictError",
+    "InvalidStateError",
+    "LeadershipLostError",
+    "NotLeaderError",
+]
+
+
+class EtcdraftError(Exception):
+    """Root of every error raised by etcdraft."""
+
+
+class ConfigError(EtcdraftError, ValueError):
+    """Raised when a :class:`~etcdraft.Config` field is missing, malformed or
+    inconsistent with another field. ``field`` names the offending field."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotLeaderError(EtcdraftError):
+    """Raised by leader-only operations (``broadcast``) when this node does not
+    hold leadership. Retry on the leader (see ``Node.leader_id()``)."""
+
+
+class LeadershipLostError(NotLeaderError):
+    """Raised when this node lost leadership: a fenced write was rejected by etcd
+    because the leader key is no longer ours, or ``DynamicLeaderElection`` saw the
+    leader role end. Nothing was written. Stop producing blocks and follow."""
+
+    def __init__(self, message: str = "leader lock lost") -> None:
+        super().__init__(message)
+
+
+#: Go name of :class:`LeadershipLostError` (``raft.ErrLeadershipLost``).
+ErrLeadershipLost = LeadershipLostError
+
+
+class HeightConflictError(EtcdraftError):
+    """Raised by ``broadcast`` when a *different* block is already replicated at the
+    requested height. Nothing was written; resynchronise from ``get_state()``."""
+
+    def __init__(self, message: str, *, height: int | None = None) -> None:
+        super().__init__(message)
+        self.height = height
+
+
+class InvalidStateError(EtcdraftError, ValueError):
+    """Raised by ``broadcast`` before writing when the state is not acceptable:
+    its timestamp does not strictly increase, its height was already pruned, or its
+    encoding exceeds etcd's request size limit. Nothing was written."""
+
+
+class CorruptDataError(EtcdraftError):
+    """Raised (or logged and counted, on the watch path) when a value under the
+    namespace is not what etcdraft wrote: not a ``RaftBlockState``, or a key of an
+    unknown shape. Check that no other program writes under the namespace."""
+
+
+class EtcdError(EtcdraftError):
+    """etcd answered with an error that is not one of the more specific kinds."""
+
+    def __init__(self, message: str, *, endpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+class EtcdUnavailableError(EtcdError):
+    """etcd could not be reached (connection refused, no quorum, every endpoint
+    failed) within the time allowed. Check the endpoints and etcd's health."""
+
+
+class EtcdTimeoutError(EtcdUnavailableError, TimeoutError):
+    """A deadline expired while waiting for etcd. The operation may or may not
+    have been applied; every etcdraft write is safe to retry."""
+
+
+class EtcdAuthError(EtcdError):
+    """etcd refused the credentials (wrong user/password, bad client certificate)
+    or the user lacks permission on the namespace. Fix the credentials or grant
+    the role read/write on the namespace prefix."""
+
+
+class EtcdRequestError(EtcdError):
+    """etcd rejected the request itself (too large, quota exceeded, malformed).
+    Retrying the same request will fail the same way."""
+
+
+class HandoverError(EtcdraftError):
+    """Raised by ``resign_leader`` when no live member can take leadership over;
+    this node stays leader. Start another member or check membership."""

@@ -27,11 +27,14 @@ from etcdraft.errors import (
     LeadershipLostError,
     NotLeaderError,
 )
+from etcdraft.fsm import FSM
+from etcdraft.node import Node
 from etcdraft.types import RaftApplyMsg, RaftBlockState, Runnable
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "FSM",
     "Config",
     "ConfigError",
     "CorruptDataError",
@@ -46,6 +49,7 @@ __all__ = [
     "HeightConflictError",
     "InvalidStateError",
     "LeadershipLostError",
+    "Node",
     "NotLeaderError",
     "Peer",
     "RaftApplyMsg",

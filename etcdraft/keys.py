@@ -1,0 +1,98 @@
+"""The key layout under a namespace: a wire contract (see docs/key-layout.md).
+
+=====================================  ================================================
+key                                    value
+=====================================  ================================================
+``<ns>/election/<lease id, hex>``      node id; bound to the candidate's session lease
+``<ns>/members/<node id>``             advertised address (``raft_addr``)
+``<ns>/alive/<node id>``               JSON ``{"index":…, "height":…}``; session lease
+``<ns>/log/<height, 20 digits>``       protobuf bytes of ``evnode.v1.RaftBlockState``
+``<ns>/terms/<term, 20 digits>``       node id of the leader that started the term
+``<ns>/pruned``                        highest height deleted by pruning (decimal)
+=====================================  ================================================
+
+Nothing else lives here; nothing else of etcdraft knows these shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["HEIGHT_DIGITS", "Keys", "ParsedKey"]
+
+HEIGHT_DIGITS = 20  # enough for any uint64
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    """A key classified by :meth:`Keys.parse`. ``kind`` is one of ``election``,
+    ``member``, ``alive``, ``log``, ``term``, ``pruned`` or ``foreign``."""
+
+    kind: str
+    name: str = ""
+    number: int = 0
+
+
+class Keys:
+    """Builds and parses the keys of one namespace (e.g. ``/etcdraft/chain-1``)."""
+
+    def __init__(self, namespace: str) -> None:
+        ns = namespace.rstrip("/")
+        self.namespace = ns
+        self.root = (ns + "/").encode()
+        self.election_prefix = self.root + b"election/"
+        self.members_prefix = self.root + b"members/"
+        self.alive_prefix = self.root + b"alive/"
+        self.log_prefix = self.root + b"log/"
+        self.terms_prefix = self.root + b"terms/"
+        self.pruned = self.root + b"pruned"
+
+    @property
+    def election_name(self) -> str:
+        """The election name for ``etcdctl elect -l <name>`` (no trailing slash)."""
+        return (self.election_prefix[:-1]).decode()
+
+    def election(self, lease_id: int) -> bytes:
+        return self.election_prefix + format(lease_id, "x").encode()
+
+    def member(self, node_id: str) -> bytes:
+        return self.members_prefix + node_id.encode()
+
+    def alive(self, node_id: str) -> bytes:
+        return self.alive_prefix + node_id.encode()
+
+    def log(self, height: int) -> bytes:
+        return self.log_prefix + str(height).zfill(HEIGHT_DIGITS).encode()
+
+    def term(self, term: int) -> bytes:
+        return self.terms_prefix + str(term).zfill(HEIGHT_DIGITS).encode()
+
+    def parse(self, key: bytes) -> ParsedKey:
+        """Classify ``key`` (which must start with the namespace root)."""
+        if not key.startswith(self.root):
+            return ParsedKey("foreign")
+        rest = key[len(self.root) :]
+        try:
+            text = rest.decode()
+        except UnicodeDecodeError:
+            return ParsedKey("foreign")
+        head, sep, tail = text.partition("/")
+        if not sep:
+            return ParsedKey("pruned") if text == "pruned" else ParsedKey("foreign")
+        if not tail or "/" in tail:
+            return ParsedKey("foreign")
+        if head == "log" or head == "terms":
+            if len(tail) != HEIGHT_DIGITS or not tail.isdigit():
+                return ParsedKey("foreign")
+            return ParsedKey("log" if head == "log" else "term", number=int(tail))
+        if head == "election":
+            try:
+                lease = int(tail, 16)
+            except ValueError:
+                return ParsedKey("foreign")
+            return ParsedKey("election", name=tail, number=lease)
+        if head == "members":
+            return ParsedKey("member", name=tail)
+        if head == "alive":
+            return ParsedKey("alive", name=tail)
+        return ParsedKey("foreign")

@@ -28,6 +28,7 @@ from etcdraft.errors import (
     NotLeaderError,
 )
 from etcdraft.fsm import FSM
+from etcdraft.leader_election import DynamicLeaderElection, WorkerError
 from etcdraft.node import Node
 from etcdraft.types import RaftApplyMsg, RaftBlockState, Runnable
 
@@ -37,6 +38,7 @@ __all__ = [
     "FSM",
     "Config",
     "ConfigError",
+    "DynamicLeaderElection",
     "CorruptDataError",
     "ErrLeadershipLost",
     "EtcdAuthError",
@@ -55,6 +57,7 @@ __all__ = [
     "RaftApplyMsg",
     "RaftBlockState",
     "Runnable",
+    "WorkerError",
     "__version__",
     "format_duration",
     "parse_duration",

@@ -369,6 +369,21 @@ class Node:
             return True
         return self._fsm.wait_applied(res.kvs[0].mod_revision, deadline.remaining(), self._stopping)
 
+    def wait_role_change(self, was_leader: bool, timeout: float) -> bool:
+        """Wait up to ``timeout`` until ``is_leader()`` differs from ``was_leader``
+        (or the leader view changes); True if it did. Used by
+        ``DynamicLeaderElection``; leadership can also lapse by time, so callers
+        poll with a short timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            seen = self._view.leader()
+            while self.is_leader() == was_leader and self._view.leader() == seen:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    return False
+                self._cond.wait(left)
+            return True
+
     # ------------------------------------------------------------------ broadcast
 
     def broadcast(self, state: RaftBlockState, *, timeout: float | None = None) -> None:

@@ -79,6 +79,17 @@ _TRANSIENT_MESSAGES = (
 )
 
 
+#: etcd refused the token itself, not the user: get a new one and retry. A simple
+#: token expires after --auth-token-ttl of disuse; a JWT is refused as soon as the
+#: auth store changes (any user or role added, changed or removed): etcd 3.4 says
+#: "revision of auth store is old", 3.5 "auth: revision in header is old".
+_STALE_TOKEN_MESSAGES = (
+    "invalid auth token",
+    "revision of auth store is old",
+    "revision in header is old",
+)
+
+
 class TransientError(EtcdUnavailableError):
     """Internal: a failure worth retrying on another endpoint."""
 
@@ -239,6 +250,8 @@ def map_http_error(status: int, text: str, endpoint: str) -> EtcdraftError:
         return CompactedError(f"{where}: {message}")
     if "lease not found" in low:
         return LeaseNotFoundError(f"{where}: {message}", endpoint=endpoint)
+    if any(m in low for m in _STALE_TOKEN_MESSAGES):
+        return _TokenExpired(f"{where}: {message}", endpoint=endpoint)
     if code == 16 or status == 401:
         if "token" in low:
             return _TokenExpired(f"{where}: {message}", endpoint=endpoint)
@@ -654,13 +667,21 @@ class EtcdClient:
         with contextlib.suppress(LeaseNotFoundError):
             self.request("lease/revoke", {"ID": str(lease_id)}, deadline)
 
-    def probe(self, url: str, deadline: Deadline) -> None:
-        """One linearizable read on ``url`` only (no failover): is it serving?"""
+    def probe(self, url: str, deadline: Deadline, key: bytes = b"\x00etcdraft-probe") -> None:
+        """One linearizable read on ``url`` only (no failover): is it serving?
+
+        ``key`` must be readable by the user: pass a key under the namespace, since a
+        role may grant nothing else."""
         for ep in self._endpoints:
             if ep.url == url:
-                body = json.dumps({"key": b64(b"\x00etcdraft-probe"), "count_only": True})
+                body = json.dumps({"key": b64(key), "count_only": True})
                 timeout = max(MIN_ATTEMPT, min(deadline.remaining(), 5.0))
-                self._post_once(ep, "kv/range", body, timeout, self._max_revision)
+                try:
+                    self._post_once(ep, "kv/range", body, timeout, self._max_revision)
+                except _TokenExpired:  # a stale token says nothing about the endpoint
+                    ep.token = None
+                    timeout = max(MIN_ATTEMPT, min(deadline.remaining(), 5.0))
+                    self._post_once(ep, "kv/range", body, timeout, self._max_revision)
                 return
         raise ValueError(f"unknown endpoint {url}")
 

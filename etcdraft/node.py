@@ -22,6 +22,8 @@ import time
 from types import TracebackType
 from typing import Any
 
+import tenacity
+
 from etcdraft._deadline import Deadline
 from etcdraft.config import Config
 from etcdraft.errors import (
@@ -733,15 +735,19 @@ class Node:
         return True
 
     def _on_compacted(self, compact_revision: int) -> int:
-        deadline = Deadline(max(self._config.shutdown_timeout, 5.0), self._stopping)
-        while True:
-            try:
-                return self._resync(deadline)
-            except EtcdraftError as exc:
-                if deadline.expired():
-                    raise
-                self._warn_once("resync", "resync after compaction failed, retrying: %s", exc)
-                deadline.sleep(0.1)
+        """Heal after the watch's next revision was compacted: re-read the namespace
+        (retried with backoff on transient failures, bounded, interruptible)."""
+        budget = max(self._config.shutdown_timeout, 5.0)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(EtcdUnavailableError),
+            stop=tenacity.stop_any(
+                tenacity.stop_after_delay(budget), tenacity.stop_when_event_set(self._stopping)
+            ),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
+            sleep=tenacity.sleep_using_event(self._stopping),
+            reraise=True,
+        )
+        return retrying(self._resync, Deadline(budget, self._stopping))
 
     # -- the watch -------------------------------------------------------------------
 

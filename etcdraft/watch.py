@@ -294,7 +294,9 @@ class Watcher:
     def _probe(self, endpoint: str) -> bool:
         """A linearizable read on the watch's own endpoint: is it still serving?"""
         try:
-            self.client.probe(endpoint, Deadline(self.probe_timeout, self.stop_event))
+            self.client.probe(
+                endpoint, Deadline(self.probe_timeout, self.stop_event), key=self.prefix
+            )
         except EtcdraftError:
             return False
         return True

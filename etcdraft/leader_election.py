@@ -130,6 +130,7 @@ class DynamicLeaderElection:
         self._log = logger or log
         self._running = threading.Event()
         self._wake = threading.Event()
+        self._run_lock = threading.Lock()
 
     def is_running(self) -> bool:
         """True while :meth:`run` is active."""
@@ -148,9 +149,10 @@ class DynamicLeaderElection:
             EtcdraftError: recovery failed, or a worker would not stop.
         """
         stop = stop if stop is not None else threading.Event()
-        if self._running.is_set():
-            raise RuntimeError("DynamicLeaderElection.run is already running")
-        self._running.set()
+        with self._run_lock:
+            if self._running.is_set():
+                raise RuntimeError("DynamicLeaderElection.run is already running")
+            self._running.set()
         errors: list[tuple[str, BaseException]] = []
         self._worker: _Worker | None = None
         self._errors = errors
@@ -182,7 +184,14 @@ class DynamicLeaderElection:
                     break
                 self._wake.clear()
                 if not errors:
-                    self._node.wait_role_change(is_leader, ROLE_POLL)
+                    began = time.monotonic()
+                    if not self._node.wait_role_change(is_leader, ROLE_POLL):
+                        # "no change" must cost ROLE_POLL: a node that returns at once
+                        # (a stopped Node does) would otherwise make this a busy loop;
+                        # _wake cuts the pause short when a worker fails.
+                        left = ROLE_POLL - (time.monotonic() - began)
+                        if left > 0:
+                            self._wake.wait(left)
             return None
         finally:
             self._halt_worker(raise_on_timeout=False)
@@ -268,7 +277,11 @@ class DynamicLeaderElection:
                 except Exception as exc:
                     self._handover("recovery failed")
                     raise EtcdraftError(f"recovery on becoming leader failed: {exc}") from exc
-            self._halt_worker()
+            try:
+                self._halt_worker()
+            except EtcdraftError:
+                self._handover("follower worker would not stop")
+                raise
         runnable = self._leader_factory()
         state = node.get_state()
         self._log.info(

@@ -381,7 +381,12 @@ class Node:
             seen = self._view.leader()
             while self.is_leader() == was_leader and self._view.leader() == seen:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._closed:
+                if left <= 0:
+                    return False
+                if self._closed:
+                    # nothing changes any more; still honour the timeout so that
+                    # pollers (DynamicLeaderElection) do not turn into busy loops
+                    self._cond.wait(left)
                     return False
                 self._cond.wait(left)
             return True

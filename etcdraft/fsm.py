@@ -63,9 +63,12 @@ class SnapshotStore:
     files, written atomically (temp file, fsync, rename, fsync of the directory);
     the newest ``retain`` are kept."""
 
-    def __init__(self, directory: str | os.PathLike[str], retain: int) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], retain: int, *, namespace: str = ""
+    ) -> None:
         self.directory = Path(directory)
         self.retain = max(1, retain)
+        self.namespace = namespace
 
     def save(self, snap: Snapshot) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -73,6 +76,7 @@ class SnapshotStore:
         body = json.dumps(
             {
                 "format": 1,
+                "namespace": self.namespace,
                 "index": snap.index,
                 "term": snap.term,
                 "height": snap.state.height,
@@ -114,6 +118,14 @@ class SnapshotStore:
         for path in reversed(self._files()):
             try:
                 raw: dict[str, Any] = json.loads(path.read_bytes())
+                if self.namespace and raw.get("namespace", self.namespace) != self.namespace:
+                    log.warning(
+                        "ignoring snapshot %s: it belongs to namespace %r, not %r",
+                        path,
+                        raw.get("namespace"),
+                        self.namespace,
+                    )
+                    continue
                 state = decode_state(bytes.fromhex(raw["state"]))
                 return Snapshot(int(raw["index"]), int(raw["term"]), state)
             except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -86,10 +86,11 @@ class Keys:
                 return ParsedKey("foreign")
             return ParsedKey("log" if head == "log" else "term", number=int(tail))
         if head == "election":
+            # any candidate counts, as for etcdctl elect and clientv3/concurrency
             try:
                 lease = int(tail, 16)
             except ValueError:
-                return ParsedKey("foreign")
+                lease = 0
             return ParsedKey("election", name=tail, number=lease)
         if head == "members":
             return ParsedKey("member", name=tail)

@@ -25,9 +25,11 @@ from typing import Any
 import tenacity
 
 from etcdraft._deadline import Deadline
-from etcdraft.config import Config
+from etcdraft.config import Config, parse_peer
 from etcdraft.errors import (
+    ConfigError,
     EtcdraftError,
+    EtcdRequestError,
     EtcdTimeoutError,
     EtcdUnavailableError,
     HandoverError,
@@ -81,8 +83,6 @@ class Node:
         if not isinstance(config, Config):
             raise TypeError(f"config must be an etcdraft.Config, not {type(config).__name__}")
         if not config.endpoints:
-            from etcdraft.errors import ConfigError
-
             raise ConfigError(
                 "Node needs etcd endpoints: set Config.endpoints (env ETCDRAFT_ENDPOINTS), "
                 "e.g. http://127.0.0.1:2379; for a local etcd use etcdraft.embedded",
@@ -92,7 +92,11 @@ class Node:
         self._log = logger or log
         self._id = config.node_id
         self._keys = Keys(config.namespace)
-        snapshots = SnapshotStore(config.raft_dir, config.snap_count) if config.raft_dir else None
+        snapshots = (
+            SnapshotStore(config.raft_dir, config.snap_count, namespace=config.namespace)
+            if config.raft_dir
+            else None
+        )
         self._fsm = FSM(config.node_id, snapshots)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -123,6 +127,7 @@ class Node:
         self.fenced_rejections = 0
         self.foreign_keys = 0
         self.broadcasts = 0
+        self._ambiguous = False  # a broadcast may have committed without our knowing
 
     # ------------------------------------------------------------------ properties
 
@@ -238,7 +243,6 @@ class Node:
         release the session. Idempotent; safe before ``start()``."""
         with self._start_lock:
             if not self._started or self._closed:
-                self._closed = True
                 return
             cfg = self._config
             deadline = Deadline(cfg.shutdown_timeout)
@@ -259,30 +263,46 @@ class Node:
         stop background work, without handover or waiting. Idempotent."""
         with self._start_lock:
             if not self._started or self._closed:
-                self._closed = True
                 return
             self._stopping.set()
             self._close(revoke_timeout=min(self._config.send_timeout, 1.0))
 
     def _close(self, revoke_timeout: float) -> None:
+        """Signal every thread, revoke the lease, then join the threads within a
+        bounded budget (an in-flight request ends on its own deadline)."""
         self._stopping.set()
         self._step_down("node stopping")
         self._changed.set()
-        if self._session is not None:
-            self._session.stop()
+        session, watcher = self._session, self._watcher
+        if session is not None:
+            session.signal_stop()
+        if watcher is not None:
+            watcher.signal_stop()
+        if session is not None:
             try:
-                self._session.revoke(Deadline(revoke_timeout))
+                session.revoke(Deadline(revoke_timeout))
             except EtcdraftError as exc:
                 self._log.warning(
                     "could not revoke the session lease (it expires in %ds): %s",
-                    self._session.ttl,
+                    session.ttl,
                     exc,
                     extra=self._extra(),
                 )
-        if self._control_thread is not None:
-            self._control_thread.join(2.0)
-        if self._watcher is not None:
-            self._watcher.stop()
+        budget = Deadline(max(0.2, self._config.send_timeout))
+        threads = [self._control_thread]
+        if session is not None:
+            threads.append(session.thread)
+        if watcher is not None:
+            threads.append(watcher.thread)
+        for thread in threads:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(budget.remaining())
+                if thread.is_alive():
+                    self._log.warning(
+                        "thread %s still busy at stop; it ends on its own deadline",
+                        thread.name,
+                        extra=self._extra(),
+                    )
         try:
             self._fsm.save_snapshot()
         except OSError as exc:
@@ -436,24 +456,38 @@ class Node:
             with self._lock:
                 key, term = self._my_key, self._term
             log_key = self._keys.log(height)
-            result = client.txn(
-                [
-                    cmp_create(key, "EQUAL", term),
-                    cmp_version(self._keys.member(self._id), "GREATER", 0),
-                    cmp_create(log_key, "EQUAL", 0),
-                ],
-                [op_put(log_key, data)],
-                [op_range(log_key)],
-                deadline=deadline,
-            )
+            try:
+                result = client.txn(
+                    [
+                        cmp_create(key, "EQUAL", term),
+                        cmp_version(self._keys.member(self._id), "GREATER", 0),
+                        cmp_create(log_key, "EQUAL", 0),
+                    ],
+                    [op_put(log_key, data)],
+                    [op_range(log_key)],
+                    deadline=deadline,
+                )
+            except EtcdRequestError as exc:
+                if "too large" in str(exc):
+                    raise InvalidStateError(
+                        f"state at height {height} ({len(data)} bytes) is too large for etcd: {exc}"
+                    ) from exc
+                raise
+            except EtcdUnavailableError:
+                # the write may have been committed: until the watch has caught up,
+                # let it apply our writes in revision order
+                self._ambiguous = True
+                raise
             if result.succeeded:
                 self.broadcasts += 1
-                self._fsm.apply(state, result.revision, term, encoded=data)
+                self._land(state, data, result.revision, term, deadline)
                 return
             existing = result.range_kvs(0)
             if existing:
                 if existing[0].value == data:
-                    return  # our own write, committed before a lost reply
+                    # our own write, committed before a lost reply
+                    self._land(state, data, existing[0].mod_revision, term, deadline)
+                    return
                 raise HeightConflictError(
                     f"a different block is already replicated at height {height} "
                     f"(hash {_hash_of(existing[0].value)}); resynchronise from get_state()",
@@ -462,6 +496,17 @@ class Node:
             self.fenced_rejections += 1
             self._step_down("fenced write rejected by etcd")
             raise LeadershipLostError()
+
+    def _land(
+        self, state: RaftBlockState, data: bytes, revision: int, term: int, deadline: Deadline
+    ) -> None:
+        """Apply the leader's own committed write locally. Directly when every
+        earlier write is known applied; otherwise (after an ambiguous failure) wait
+        for the watch to apply it in revision order, so no entry is skipped."""
+        if not self._ambiguous:
+            self._fsm.apply(state, revision, term, encoded=data)
+        elif self._fsm.wait_applied(revision, deadline.remaining(), self._stopping):
+            self._ambiguous = False
 
     def _check_retry(
         self,
@@ -495,10 +540,10 @@ class Node:
         node.
 
         Raises:
-            ValueError: empty or malformed id or address.
+            ConfigError: empty or malformed id or address (also a ``ValueError``).
             EtcdUnavailableError: etcd did not answer in time.
         """
-        _check_peer_args(node_id, addr)
+        parse_peer(f"{node_id}@{addr}")  # same rules as Config.peers
         client = self._require_client()
         deadline = Deadline(self._config.send_timeout * 3, self._stopping)
         while True:
@@ -531,8 +576,11 @@ class Node:
         Raises:
             EtcdUnavailableError: etcd did not answer in time.
         """
-        if not node_id:
-            raise ValueError("remove_peer: node_id must not be empty")
+        if not node_id or "/" in node_id:
+            raise ConfigError(
+                f"remove_peer: invalid node id {node_id!r}: non-empty, without '/'",
+                field="node_id",
+            )
         client = self._require_client()
         deadline = Deadline(self._config.send_timeout * 3, self._stopping)
         res = client.range(
@@ -568,17 +616,22 @@ class Node:
         with self._bcast_lock:
             with self._lock:
                 old_term, my_key = self._term, self._my_key
-                target = self._handover_target()
-                if target is None:
-                    raise HandoverError(
-                        f"no live member can take leadership over from {self._id}: start "
-                        "another member or add one with add_peer()"
-                    )
-                ahead = [
-                    c
-                    for c in self._view.candidates.values()
-                    if c.create_revision < target.create_revision and c.key != my_key
-                ]
+                view = self._view
+                target = self._handover_target(view)
+            if target is None:
+                # the watch may not have delivered a fresh candidate yet: ask etcd
+                view = self._read_view(client, deadline.sub(self._config.send_timeout))
+                target = self._handover_target(view)
+            if target is None:
+                raise HandoverError(
+                    f"no live member can take leadership over from {self._id}: start "
+                    "another member or add one with add_peer()"
+                )
+            ahead = [
+                c
+                for c in view.candidates.values()
+                if c.create_revision < target.create_revision and c.key != my_key
+            ]
             compare = [
                 cmp_create(my_key, "EQUAL", old_term),
                 cmp_create(target.key, "EQUAL", target.create_revision),
@@ -623,8 +676,19 @@ class Node:
         kv = client.get(key, deadline)
         return kv is not None and kv.create_revision == rev
 
-    def _handover_target(self) -> Candidate | None:
-        view = self._view
+    def _read_view(self, client: EtcdClient, deadline: Deadline) -> View:
+        """Candidates, members and liveness read from etcd at one revision."""
+        k = self._keys
+        first = client.range(k.election_prefix, prefix_end(k.election_prefix), deadline)
+        view = View(revision=first.revision)
+        kvs = list(first.kvs)
+        for prefix in (k.members_prefix, k.alive_prefix):
+            kvs += client.range(prefix, prefix_end(prefix), deadline, revision=first.revision).kvs
+        for kv in kvs:
+            self._view_put(view, kv)
+        return view
+
+    def _handover_target(self, view: View) -> Candidate | None:
         best: tuple[int, int, Candidate] | None = None
         for cand in view.candidates.values():
             if cand.node_id == self._id or cand.node_id not in view.members:
@@ -788,6 +852,7 @@ class Node:
 
     def _on_events(self, events: list[WatchEvent], top: int) -> None:
         k = self._keys
+        entries: list[tuple[int, bytes, int]] = []  # (height, value, revision)
         with self._cond:
             view = self._view
             for ev in events:
@@ -795,9 +860,7 @@ class Node:
                 parsed = k.parse(kv.key)
                 if parsed.kind == "log":
                     if not ev.deleted:
-                        self._fsm.apply_entry(
-                            parsed.number, kv.value, kv.mod_revision, view.term_at(kv.mod_revision)
-                        )
+                        entries.append((parsed.number, kv.value, kv.mod_revision))
                     continue
                 if not ev.deleted:
                     self._view_put(view, kv)
@@ -807,6 +870,13 @@ class Node:
                     view.members.pop(parsed.name, None)
                 elif parsed.kind == "alive":
                     view.alive.pop(parsed.name, None)
+            terms = [view.term_at(rev) for _, _, rev in entries]
+        # Apply outside the node's lock (the apply queue is user code), and before
+        # leadership is derived from this batch: a term record delivered here must
+        # not make this node leader until every earlier entry is applied.
+        for (height, value, rev), term in zip(entries, terms, strict=True):
+            self._fsm.apply_entry(height, value, rev, term)
+        with self._cond:
             view.revision = top
             self._refresh_leadership()
             self._cond.notify_all()
@@ -1023,10 +1093,3 @@ def _hash_of(data: bytes) -> str:
         return short_hash(decode_state(data))
     except ValueError:
         return "corrupt"
-
-
-def _check_peer_args(node_id: str, addr: str) -> None:
-    if not node_id or "/" in node_id or any(c.isspace() for c in node_id):
-        raise ValueError(f"invalid node id {node_id!r}: non-empty, no '/' or whitespace")
-    if not addr:
-        raise ValueError(f"invalid address {addr!r} for {node_id}: must not be empty")

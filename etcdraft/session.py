@@ -82,6 +82,14 @@ class Session:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def signal_stop(self) -> None:
+        """Ask the keep-alive thread to end (see :meth:`stop` to also wait)."""
+        self._stop.set()
+
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():

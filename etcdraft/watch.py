@@ -46,6 +46,7 @@ class WatchEvent:
 
 
 _EOF = object()
+_QUIET = object()  # the read timeout of a quiet stream expired: reconnect, no blame
 
 
 class _Stream:
@@ -67,7 +68,8 @@ class _Stream:
                     self.out.put((self, line))
         except Exception as exc:  # broken stream, read timeout, closed socket
             if not self.closed:
-                self.out.put((self, exc))
+                quiet = "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower()
+                self.out.put((self, _QUIET if quiet else exc))
             return
         if not self.closed:
             self.out.put((self, _EOF))
@@ -141,11 +143,19 @@ class Watcher:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 2.0) -> None:
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def signal_stop(self) -> None:
+        """Ask the watch to end and close its stream (see :meth:`stop` to also wait)."""
         self.stop_event.set()
         stream = self._stream
         if stream is not None:
             stream.close()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self.signal_stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -168,12 +178,20 @@ class Watcher:
             data=json.dumps(body),
             headers=headers,
             stream=True,
-            timeout=(min(1.0, self.probe_timeout), self.read_timeout),
+            # the answer's headers come with the "created" message: a member that
+            # cannot answer within probe_timeout is not one to watch from
+            timeout=(min(1.0, self.probe_timeout), self.probe_timeout),
         )
         if resp.status_code != 200:
             text = resp.text[:300]
             resp.close()
             raise ConnectionError(f"watch on {endpoint} refused: HTTP {resp.status_code} {text}")
+        # from now on the stream may be quiet for long: a longer read timeout (the
+        # quiet-stream probe in _consume is what detects a dead member)
+        conn = getattr(resp.raw, "_connection", None)
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            sock.settimeout(self.read_timeout)
         return _Stream(resp, queue.Queue(), f"{self.name}-reader")
 
     def _run(self) -> None:
@@ -228,6 +246,8 @@ class Watcher:
             if item is _EOF:
                 log.debug("watch stream on %s ended", endpoint)
                 return "eof"
+            if item is _QUIET:
+                return "quiet"
             if isinstance(item, BaseException):
                 log.debug("watch stream on %s broke: %s", endpoint, item)
                 self.client.report_failure(endpoint)

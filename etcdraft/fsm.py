@@ -145,6 +145,10 @@ class FSM:
         self.node_id = node_id
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
+        # Held from an entry's apply through its notification, so notifications leave
+        # in apply (index) order although two threads apply (the leader's broadcast
+        # and the watch). Never held by readers or wait_applied.
+        self._notify_lock = threading.Lock()
         self._state = RaftBlockState()
         self._encoded = b""
         self._index = 0
@@ -198,15 +202,16 @@ class FSM:
     def restore(self, snap: Snapshot, *, notify: bool = False) -> None:
         """Replace the state wholesale (raft's Restore), e.g. from a local snapshot
         or after the entries in between were pruned from etcd."""
-        with self._cond:
-            self._state = snap.state
-            self._encoded = snap.state.SerializeToString()
-            self._index = snap.index
-            self._term = max(self._term, snap.term)
-            queue = self._queue if notify else None
-            self._cond.notify_all()
-        if queue is not None:
-            self._offer(queue, RaftApplyMsg(snap.index, snap.term, snap.state))
+        with self._notify_lock:
+            with self._cond:
+                self._state = snap.state
+                self._encoded = snap.state.SerializeToString()
+                self._index = snap.index
+                self._term = max(self._term, snap.term)
+                queue = self._queue if notify else None
+                self._cond.notify_all()
+            if queue is not None:
+                self._offer(queue, RaftApplyMsg(snap.index, snap.term, snap.state))
 
     def apply_entry(self, height: int, data: bytes, index: int, term: int) -> bool:
         """Apply the entry stored at ``log/<height>`` with revision ``index``.
@@ -233,30 +238,31 @@ class FSM:
     def apply(
         self, state: RaftBlockState, index: int, term: int, *, encoded: bytes | None = None
     ) -> bool:
-        with self._cond:
-            if index <= self._index:
+        with self._notify_lock:
+            with self._cond:
+                if index <= self._index:
+                    return False
+                if state.height <= self._state.height:
+                    reason = (
+                        f"height {state.height} at revision {index} is not above the applied "
+                        f"height {self._state.height}: written by someone else"
+                    )
+                    cur_index = self._index
+                else:
+                    reason = ""
+                    self._state = state
+                    self._encoded = encoded if encoded is not None else state.SerializeToString()
+                    self._index = index
+                    self._term = max(self._term, term)
+                    self.applied += 1
+                    queue = self._queue
+                    self._cond.notify_all()
+            if reason:
+                self._skip(cur_index, reason)
                 return False
-            if state.height <= self._state.height:
-                reason = (
-                    f"height {state.height} at revision {index} is not above the applied "
-                    f"height {self._state.height}: written by someone else"
-                )
-                cur_index = self._index
-            else:
-                reason = ""
-                self._state = state
-                self._encoded = encoded if encoded is not None else state.SerializeToString()
-                self._index = index
-                self._term = max(self._term, term)
-                self.applied += 1
-                queue = self._queue
-                self._cond.notify_all()
-        if reason:
-            self._skip(cur_index, reason)
-            return False
-        if queue is not None:
-            self._offer(queue, RaftApplyMsg(index, term, state))
-        return True
+            if queue is not None:
+                self._offer(queue, RaftApplyMsg(index, term, state))
+            return True
 
     def _skip(self, index: int, reason: str) -> None:
         self.skipped += 1

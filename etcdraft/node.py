@@ -359,9 +359,12 @@ class Node:
         with self._lock:
             key, term = self._my_key, self._term
         try:
+            # A txn without operations counts as serializable to etcd: any member
+            # answers it from its own store, even without quorum. A range op makes it
+            # a linearizable read (ReadIndex), which needs an etcd quorum.
             result = self._client.txn(
                 [cmp_create(key, "EQUAL", term)],
-                [],
+                [op_range(key)],
                 deadline=Deadline(self._config.send_timeout, self._stopping),
             )
         except Exception as exc:

@@ -15,6 +15,7 @@ compares the create revision of this node's election key (the term).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
@@ -873,6 +874,8 @@ class Node:
                     view.members.pop(parsed.name, None)
                 elif parsed.kind == "alive":
                     view.alive.pop(parsed.name, None)
+                elif parsed.kind == "term":
+                    view.remove_term(parsed.number)
             terms = [view.term_at(rev) for _, _, rev in entries]
         # Apply outside the node's lock (the apply queue is user code), and before
         # leadership is derived from this batch: a term record delivered here must
@@ -1065,7 +1068,28 @@ class Node:
         )
         if result.succeeded:
             self._log.debug("pruned log heights %d..%d", pruned + 1, upto)
+            self._prune_terms(client, deadline, key, term, upto)
             self._changed.set()
+
+    def _prune_terms(
+        self, client: EtcdClient, deadline: Deadline, key: bytes, term: int, upto: int
+    ) -> None:
+        """Delete term records no remaining log entry needs: all but the one in force
+        at the oldest entry left in etcd, and the later ones."""
+        k = self._keys
+        oldest = client.range(k.log(upto + 1), prefix_end(k.log_prefix), deadline, limit=1)
+        if not oldest.kvs:
+            return
+        with self._lock:
+            revs, terms = list(self._view.term_revs), list(self._view.terms)
+        needed = bisect.bisect_left(revs, oldest.kvs[0].mod_revision) - 1
+        stale = terms[: max(0, needed)][: PRUNE_BATCH // 10]
+        if stale:
+            client.txn(
+                [cmp_create(key, "EQUAL", term)],
+                [op_delete(k.term(t)) for t in stale],
+                deadline=deadline,
+            )
 
     def _bootstrap(self, deadline: Deadline) -> None:
         client = self._client

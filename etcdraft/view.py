@@ -63,6 +63,11 @@ class View:
         self.terms.insert(i, term)
         self.term_nodes.insert(i, node_id)
 
+    def remove_term(self, term: int) -> None:
+        if term in self.terms:
+            i = self.terms.index(term)
+            del self.term_revs[i], self.terms[i], self.term_nodes[i]
+
     def term_at(self, revision: int) -> int:
         """The term under which a write at ``revision`` was made: the latest term
         recorded before it (0 before any)."""

@@ -12,12 +12,10 @@ Subcommands available now:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from types import FrameType
 
@@ -44,53 +42,10 @@ def _install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-class ToyProducer:
-    """Leader worker: broadcasts one block every ``interval`` seconds."""
-
-    def __init__(self, node: object, interval: float) -> None:
-        from etcdraft.node import Node
-
-        assert isinstance(node, Node)
-        self.node = node
-        self.interval = interval
-
-    def run(self, stop: threading.Event) -> None:
-        from etcdraft.errors import EtcdUnavailableError
-        from etcdraft.proto import RaftBlockState
-
-        while not stop.is_set():
-            head = self.node.get_state()
-            height = head.height + 1
-            ts = max(head.timestamp + 1, time.time_ns())
-            block = RaftBlockState(
-                height=height,
-                timestamp=ts,
-                hash=hashlib.sha256(f"{height}:{ts}".encode()).digest(),
-            )
-            try:
-                self.node.broadcast(block)
-                log.info("produced block %d", height)
-            except EtcdUnavailableError as exc:
-                log.warning("broadcast of block %d failed: %s", height, exc)
-            stop.wait(self.interval)
-
-    def is_synced(self, state: object) -> int:
-        return 0
-
-    def recover(self, stop: threading.Event, state: object) -> None:
-        return None
-
-
-class ToyFollower(ToyProducer):
-    def run(self, stop: threading.Event) -> None:
-        stop.wait()
-
-
 def _cmd_node(args: argparse.Namespace) -> int:
     from etcdraft.config import Config
-    from etcdraft.errors import EtcdraftError, LeadershipLostError
-    from etcdraft.leader_election import DynamicLeaderElection
-    from etcdraft.node import Node
+    from etcdraft.errors import EtcdraftError
+    from etcdraft.toy import run_node
 
     stop = threading.Event()
     _install_stop_handlers(stop)
@@ -99,29 +54,9 @@ def _cmd_node(args: argparse.Namespace) -> int:
     except EtcdraftError as exc:
         print(f"etcdraft node: {exc}", file=sys.stderr)
         return 2
-    node = Node(config)
-    try:
-        node.start()
-    except EtcdraftError as exc:
-        print(f"etcdraft node: cannot start: {exc}", file=sys.stderr)
-        return 1
-    try:
-        while not stop.is_set():
-            dle = DynamicLeaderElection(
-                lambda: ToyProducer(node, args.block_interval),
-                lambda: ToyFollower(node, args.block_interval),
-                node,
-            )
-            try:
-                dle.run(stop)
-            except LeadershipLostError:
-                log.info("leadership lost; following again")
-            except EtcdraftError as exc:
-                log.error("election loop failed: %s; restarting it", exc)
-                stop.wait(1.0)
-    finally:
-        node.stop()
-    return 0
+    return run_node(
+        config, block_interval=args.block_interval, record_dir=args.record_dir, stop=stop
+    )
 
 
 def _cmd_etcd(args: argparse.Namespace) -> int:
@@ -160,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_node = sub.add_parser("node", help="run a toy sequencer node (config from ETCDRAFT_*)")
     p_node.add_argument("--block-interval", type=float, default=1.0, help="seconds per block")
+    p_node.add_argument("--record-dir", default=None, help="record acks/applies (JSON lines)")
     p_etcd = sub.add_parser("etcd", help="run a local development etcd in the foreground")
     p_etcd.add_argument("--members", type=int, default=1, choices=(1, 3))
     p_etcd.add_argument("--data-dir", default=None, help="keep data here (default: temporary)")

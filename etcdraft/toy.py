@@ -1,0 +1,276 @@
+"""A toy sequencer: one node process producing blocks through ``DynamicLeaderElection``.
+
+Used by ``etcdraft node``, the demo and the chaos tests. The leader worker broadcasts
+a block every ``block_interval`` seconds; the follower worker only follows. With a
+``record_dir``, every acknowledged broadcast and every applied entry is appended to
+JSON-lines files, flushed and fsynced, so a judge can check the invariants after the
+process was killed::
+
+    acks.jsonl     {"h": height, "hash": hex, "ts": timestamp, "t": monotonic}
+    applied.jsonl  {"i": index, "term": term, "h": height, "hash": hex, "t": monotonic}
+    events.jsonl   {"ev": "leader"|"follower"|"lost"|"error"|"start"|"stop", "t": ..., ...}
+
+``t`` is ``time.monotonic()``, which is one clock for every process of a Linux machine.
+
+Run one with ``python -m etcdraft.toy --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from etcdraft.config import Config
+from etcdraft.errors import (
+    EtcdraftError,
+    EtcdUnavailableError,
+    HeightConflictError,
+    LeadershipLostError,
+    NotLeaderError,
+)
+from etcdraft.leader_election import DynamicLeaderElection
+from etcdraft.node import Node
+from etcdraft.proto import RaftBlockState
+from etcdraft.types import RaftApplyMsg
+
+__all__ = ["Recorder", "ToyFollower", "ToyProducer", "main", "run_node"]
+
+log = logging.getLogger("etcdraft.toy")
+
+
+class Recorder:
+    """Appends JSON lines durably (flush + fsync per line); no-op without a dir."""
+
+    def __init__(self, directory: str | None) -> None:
+        self._files: dict[str, IO[str]] = {}
+        self._lock = threading.Lock()
+        self._dir = Path(directory) if directory else None
+        if self._dir is not None:
+            self._dir.mkdir(parents=True, exist_ok=True)
+
+    def write(self, name: str, record: dict[str, Any]) -> None:
+        if self._dir is None:
+            return
+        record.setdefault("t", time.monotonic())
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self._lock:
+            fh = self._files.get(name)
+            if fh is None:
+                fh = open(self._dir / f"{name}.jsonl", "a")  # noqa: SIM115 - kept open
+                self._files[name] = fh
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            for fh in self._files.values():
+                fh.close()
+            self._files.clear()
+
+
+def make_block(node_id: str, height: int, prev_ts: int) -> RaftBlockState:
+    ts = max(prev_ts + 1, time.time_ns())
+    digest = hashlib.sha256(f"{node_id}:{height}:{ts}".encode()).digest()
+    return RaftBlockState(height=height, timestamp=ts, hash=digest, header=digest[:8])
+
+
+class ToyProducer:
+    """Leader worker: broadcasts a block every ``interval`` seconds. After an
+    ambiguous failure it retries the *same* block, so a retry never signs a second
+    block at that height."""
+
+    def __init__(self, node: Node, interval: float, recorder: Recorder) -> None:
+        self.node = node
+        self.interval = interval
+        self.recorder = recorder
+        self.produced = 0
+
+    def run(self, stop: threading.Event) -> None:
+        pending: RaftBlockState | None = None
+        while not stop.is_set():
+            started = time.monotonic()
+            if pending is None:
+                head = self.node.get_state()
+                pending = make_block(self.node.node_id, head.height + 1, head.timestamp)
+            try:
+                self.node.broadcast(pending)
+            except (NotLeaderError, LeadershipLostError):
+                return  # the election loop sees the role change
+            except HeightConflictError:
+                log.info("height %d taken by another leader: resyncing", pending.height)
+                pending = None
+                continue
+            except EtcdUnavailableError as exc:
+                log.warning("broadcast of %d not confirmed (%s): retrying", pending.height, exc)
+                stop.wait(min(self.interval, 0.05))
+                continue
+            self.recorder.write(
+                "acks", {"h": pending.height, "hash": pending.hash.hex(), "ts": pending.timestamp}
+            )
+            self.produced += 1
+            pending = None
+            stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def is_synced(self, state: RaftBlockState) -> int:
+        return 0
+
+    def recover(self, stop: threading.Event, state: RaftBlockState) -> None:
+        return None
+
+
+class ToyFollower(ToyProducer):
+    """Follower worker: nothing to do but wait (the node applies replicated blocks)."""
+
+    def run(self, stop: threading.Event) -> None:
+        stop.wait()
+
+
+def _apply_recorder(q: queue.Queue[RaftApplyMsg], rec: Recorder, stop: threading.Event) -> None:
+    while not stop.is_set() or not q.empty():
+        try:
+            msg = q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        rec.write(
+            "applied",
+            {"i": msg.index, "term": msg.term, "h": msg.state.height, "hash": msg.state.hash.hex()},
+        )
+
+
+def run_node(
+    config: Config, *, block_interval: float, record_dir: str | None, stop: threading.Event
+) -> int:
+    """Run a toy node until ``stop`` is set; returns a process exit code."""
+    rec = Recorder(record_dir)
+    node = Node(config)
+    applied: queue.Queue[RaftApplyMsg] = queue.Queue(maxsize=100_000)
+    node.set_apply_callback(applied)
+    rec_stop = threading.Event()
+    writer = threading.Thread(
+        target=_apply_recorder, args=(applied, rec, rec_stop), name="toy-apply-recorder"
+    )
+    writer.start()
+    rec.write("events", {"ev": "start", "node": config.node_id, "pid": os.getpid()})
+    try:
+        start_deadline = time.monotonic() + 60
+        while True:
+            try:
+                node.start()
+                break
+            except EtcdUnavailableError as exc:
+                if stop.is_set() or time.monotonic() > start_deadline:
+                    log.error("cannot start: %s", exc)
+                    return 1
+                log.warning("etcd not reachable yet (%s): retrying", exc)
+                stop.wait(0.5)
+        while not stop.is_set():
+            dle = DynamicLeaderElection(
+                lambda: _LoggedRole("leader", ToyProducer(node, block_interval, rec), rec, node),
+                lambda: _LoggedRole("follower", ToyFollower(node, block_interval, rec), rec, node),
+                node,
+            )
+            try:
+                dle.run(stop)
+            except LeadershipLostError:
+                rec.write("events", {"ev": "lost", "node": config.node_id})
+            except EtcdraftError as exc:
+                rec.write("events", {"ev": "error", "node": config.node_id, "error": str(exc)})
+                log.error("election loop: %s; restarting it", exc)
+                stop.wait(0.5)
+    finally:
+        node.stop()
+        rec.write("events", {"ev": "stop", "node": config.node_id})
+        rec_stop.set()
+        writer.join(5)
+        rec.close()
+    return 0
+
+
+class _LoggedRole:
+    """Wraps a worker to record when its role starts."""
+
+    def __init__(self, role: str, inner: ToyProducer, rec: Recorder, node: Node) -> None:
+        self.role, self.inner, self.rec, self.node = role, inner, rec, node
+
+    def run(self, stop: threading.Event) -> None:
+        self.rec.write(
+            "events",
+            {
+                "ev": self.role,
+                "node": self.node.node_id,
+                "term": self.node.term,
+                "h": self.node.get_state().height,
+            },
+        )
+        self.inner.run(stop)
+
+    def is_synced(self, state: RaftBlockState) -> int:
+        return self.inner.is_synced(state)
+
+    def recover(self, stop: threading.Event, state: RaftBlockState) -> None:
+        self.inner.recover(stop, state)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m etcdraft.toy",
+        description="Run one toy sequencer node. Every etcdraft Config field can also "
+        "be given as an ETCDRAFT_* environment variable.",
+    )
+    parser.add_argument("--node-id")
+    parser.add_argument("--endpoints", help="comma-separated etcd client URLs")
+    parser.add_argument("--namespace")
+    parser.add_argument("--peers", help="comma-separated id@addr")
+    parser.add_argument("--raft-addr")
+    parser.add_argument("--raft-dir")
+    parser.add_argument("--bootstrap", action="store_true", default=None)
+    parser.add_argument("--election-timeout")
+    parser.add_argument("--heartbeat-timeout")
+    parser.add_argument("--leader-lease-timeout")
+    parser.add_argument("--send-timeout")
+    parser.add_argument("--block-interval", type=float, default=0.02)
+    parser.add_argument("--record-dir", help="write acks/applied/events JSON lines here")
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    fields = {
+        k: v
+        for k, v in vars(args).items()
+        if v is not None and k not in ("block_interval", "record_dir", "log_level")
+    }
+    try:
+        config = Config(**fields)
+    except EtcdraftError as exc:
+        print(f"toy: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return run_node(
+        config, block_interval=args.block_interval, record_dir=args.record_dir, stop=stop
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -476,6 +476,12 @@ class Config(BaseSettings):
         default=1000,
         description="Replicated entries kept in etcd after pruning, for followers to catch up.",
     )
+    fast_takeover: bool = Field(
+        default=True,
+        description="The leader puts a heartbeat several times per heartbeat_timeout; "
+        "when live members see none for heartbeat_timeout, the next candidate deposes "
+        "the silent leader (sub-second crash failover). False: wait for lease expiry.",
+    )
     endpoints: _CommaList = Field(
         default_factory=list,
         description="etcd client URLs, e.g. http://127.0.0.1:2379.",

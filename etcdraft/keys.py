@@ -9,6 +9,7 @@ key                                    value
 ``<ns>/log/<height, 20 digits>``       protobuf bytes of ``evnode.v1.RaftBlockState``
 ``<ns>/terms/<term, 20 digits>``       node id of the leader that started the term
 ``<ns>/pruned``                        highest height deleted by pruning (decimal)
+``<ns>/heartbeat``                     current term (decimal), put by the leader often
 =====================================  ================================================
 
 Nothing else lives here; nothing else of etcdraft knows these shapes.
@@ -26,7 +27,7 @@ HEIGHT_DIGITS = 20  # enough for any uint64
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
     """A key classified by :meth:`Keys.parse`. ``kind`` is one of ``election``,
-    ``member``, ``alive``, ``log``, ``term``, ``pruned`` or ``foreign``."""
+    ``member``, ``alive``, ``log``, ``term``, ``pruned``, ``heartbeat`` or ``foreign``."""
 
     kind: str
     name: str = ""
@@ -46,6 +47,7 @@ class Keys:
         self.log_prefix = self.root + b"log/"
         self.terms_prefix = self.root + b"terms/"
         self.pruned = self.root + b"pruned"
+        self.heartbeat = self.root + b"heartbeat"
 
     @property
     def election_name(self) -> str:
@@ -78,7 +80,9 @@ class Keys:
             return ParsedKey("foreign")
         head, sep, tail = text.partition("/")
         if not sep:
-            return ParsedKey("pruned") if text == "pruned" else ParsedKey("foreign")
+            if text in ("pruned", "heartbeat"):
+                return ParsedKey(text)
+            return ParsedKey("foreign")
         if not tail or "/" in tail:
             return ParsedKey("foreign")
         if head == "log" or head == "terms":

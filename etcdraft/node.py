@@ -44,6 +44,7 @@ from etcdraft.etcd import (
     EtcdClient,
     cmp_create,
     cmp_lease,
+    cmp_mod,
     cmp_value,
     cmp_version,
     op_delete,
@@ -129,6 +130,13 @@ class Node:
         self.foreign_keys = 0
         self.broadcasts = 0
         self._ambiguous = False  # a broadcast may have committed without our knowing
+        # fast takeover: the leader's heartbeat as this node last saw it
+        self._hb_interval = config.heartbeat_timeout / 4
+        self._last_hb_sent = -math.inf  # monotonic, leader side
+        self._hb_seen_at = time.monotonic()  # monotonic, when heartbeat/leader changed
+        self._hb_seen_rev = 0
+        self._hb_leader_key = b""
+        self.deposed = 0
 
     # ------------------------------------------------------------------ properties
 
@@ -467,7 +475,7 @@ class Node:
                         cmp_version(self._keys.member(self._id), "GREATER", 0),
                         cmp_create(log_key, "EQUAL", 0),
                     ],
-                    [op_put(log_key, data)],
+                    self._with_heartbeat([op_put(log_key, data)], term),
                     [op_range(log_key)],
                     deadline=deadline,
                 )
@@ -500,6 +508,15 @@ class Node:
             self.fenced_rejections += 1
             self._step_down("fenced write rejected by etcd")
             raise LeadershipLostError()
+
+    def _with_heartbeat(self, ops: list[dict[str, Any]], term: int) -> list[dict[str, Any]]:
+        """Add the leader's heartbeat put to a leader write when one is due."""
+        if self._config.fast_takeover:
+            now = time.monotonic()
+            if now - self._last_hb_sent >= self._hb_interval:
+                self._last_hb_sent = now
+                ops = [*ops, op_put(self._keys.heartbeat, str(term).encode())]
+        return ops
 
     def _land(
         self, state: RaftBlockState, data: bytes, revision: int, term: int, deadline: Deadline
@@ -759,8 +776,11 @@ class Node:
         pruned = client.range(k.pruned, None, deadline, revision=rev)
         for kv in pruned.kvs:
             self._view_put(view, kv)
+        for kv in client.range(k.heartbeat, None, deadline, revision=rev).kvs:
+            self._view_put(view, kv)
         with self._cond:
             self._view = view
+            self._note_heartbeat(view)
             self._cond.notify_all()
         self._catch_up(client, view, rev, deadline)
         self._refresh_leadership()
@@ -837,6 +857,8 @@ class Node:
             view.alive[parsed.name] = Progress.parse(kv.value)
         elif kind == "term":
             view.add_term(kv.create_revision, parsed.number, kv.value.decode(errors="replace"))
+        elif kind == "heartbeat":
+            view.heartbeat_rev = kv.mod_revision
         elif kind == "pruned":
             try:
                 view.pruned = max(view.pruned, int(kv.value))
@@ -884,9 +906,19 @@ class Node:
             self._fsm.apply_entry(height, value, rev, term)
         with self._cond:
             view.revision = top
+            self._note_heartbeat(view)
             self._refresh_leadership()
             self._cond.notify_all()
         self._changed.set()
+
+    def _note_heartbeat(self, view: View) -> None:
+        """Restart the silence timer when the leader or its heartbeat changed."""
+        leader = view.leader()
+        leader_key = leader.key if leader is not None else b""
+        if view.heartbeat_rev != self._hb_seen_rev or leader_key != self._hb_leader_key:
+            self._hb_seen_rev = view.heartbeat_rev
+            self._hb_leader_key = leader_key
+            self._hb_seen_at = time.monotonic()
 
     def _refresh_leadership(self) -> None:
         """Derive leadership from the view (called with the lock held, or at start)."""
@@ -982,7 +1014,7 @@ class Node:
     def _control_loop(self) -> None:
         cfg = self._config
         while not self._stopping.is_set():
-            self._changed.wait(cfg.heartbeat_timeout)
+            self._changed.wait(self._control_wait())
             self._changed.clear()
             if self._stopping.is_set():
                 return
@@ -994,6 +1026,21 @@ class Node:
             except Exception:
                 self._log.exception("election step crashed (will retry)", extra=self._extra())
                 self._stopping.wait(cfg.heartbeat_timeout)
+
+    def _control_wait(self) -> float:
+        """How long the control loop may sleep: until the next heartbeat is due
+        (leader) or the leader's silence would reach heartbeat_timeout (others)."""
+        cfg = self._config
+        if not cfg.fast_takeover:
+            return cfg.heartbeat_timeout
+        now = time.monotonic()
+        if self._term:
+            due = self._last_hb_sent + self._hb_interval - now
+        else:
+            due = self._hb_seen_at + cfg.heartbeat_timeout - now
+            if due <= 0:  # silence deadline passed: re-check at the heartbeat rhythm
+                due = self._hb_interval
+        return min(max(due, 0.002), cfg.heartbeat_timeout)
 
     def _control_step(self) -> None:
         cfg = self._config
@@ -1046,7 +1093,68 @@ class Node:
                     self._refresh_leadership()
             return
         if self.is_leader():
+            if cfg.fast_takeover:
+                self._send_heartbeat(client, deadline)
             self._maybe_prune(client, deadline)
+        elif cfg.fast_takeover and leader is not None and leader is not mine:
+            self._maybe_depose(client, deadline, leader, mine)
+
+    def _send_heartbeat(self, client: EtcdClient, deadline: Deadline) -> None:
+        if time.monotonic() - self._last_hb_sent < self._hb_interval:
+            return
+        with self._lock:
+            key, term = self._my_key, self._term
+        if not term:
+            return
+        self._last_hb_sent = time.monotonic()
+        result = client.txn(
+            [cmp_create(key, "EQUAL", term)],
+            [op_put(self._keys.heartbeat, str(term).encode())],
+            deadline=deadline,
+        )
+        if not result.succeeded:
+            self._step_down("heartbeat rejected: election key gone")
+
+    def _maybe_depose(
+        self, client: EtcdClient, deadline: Deadline, leader: Candidate, mine: Candidate
+    ) -> None:
+        """Depose a leader that stopped heartbeating. The next candidate in line acts
+        after ``heartbeat_timeout`` of silence, the others after twice that (in case
+        it is dead too). The transaction compares the leader key's create revision
+        and the heartbeat's mod revision last seen, so a leader that is merely slow
+        (its heartbeat landed meanwhile) keeps leading."""
+        cfg = self._config
+        with self._lock:
+            queue = sorted(self._view.candidates.values(), key=lambda c: c.create_revision)
+            hb_rev, seen_at = self._hb_seen_rev, self._hb_seen_at
+            same_leader = self._hb_leader_key == leader.key
+        if not same_leader:
+            return
+        rank = next((i for i, c in enumerate(queue) if c.key == mine.key), None)
+        if rank is None or rank == 0:
+            return
+        silence = time.monotonic() - seen_at
+        if silence < cfg.heartbeat_timeout * (1 if rank == 1 else 2):
+            return
+        result = client.txn(
+            [
+                cmp_create(leader.key, "EQUAL", leader.create_revision),
+                cmp_mod(self._keys.heartbeat, "EQUAL", hb_rev),
+            ],
+            [op_delete(leader.key)],
+            deadline=deadline,
+        )
+        if result.succeeded:
+            self.deposed += 1
+            self._log.info(
+                "deposed silent leader %s (no heartbeat for %.0f ms)",
+                leader.node_id,
+                silence * 1000,
+                extra=self._extra(),
+            )
+        else:
+            with self._lock:  # it spoke meanwhile: give it a fresh period
+                self._hb_seen_at = max(self._hb_seen_at, time.monotonic())
 
     def _maybe_prune(self, client: EtcdClient, deadline: Deadline) -> None:
         cfg = self._config

@@ -47,6 +47,7 @@ class View:
     terms: list[int] = field(default_factory=list)
     term_nodes: list[str] = field(default_factory=list)
     pruned: int = 0
+    heartbeat_rev: int = 0  # mod revision of <ns>/heartbeat
     revision: int = 0
 
     def leader(self) -> Candidate | None:

@@ -1,0 +1,1066 @@
+"""``etcdraft demo``: a live failover demo that checks its own result.
+
+It starts a local 3-member etcd (unless ``--endpoints`` points at yours), runs
+``--nodes`` toy sequencer processes (``python -m etcdraft.toy``, each a ``Node``
+driven by ``DynamicLeaderElection`` that broadcasts a block every ``--block-interval``
+while it leads), shows the cluster live, and every ``--kill-leader-every`` seconds
+strikes the leader process (``--fault kill``: SIGKILL then restart; ``pause``: SIGSTOP
+for ``--pause-for`` seconds; ``term``: SIGTERM, a graceful stop with handover, then
+restart). After ``--seconds`` it stops everything and verifies, from what every
+process recorded (fsynced JSON lines) and from etcd's log:
+
+* **double signs**: heights at which two different block hashes were acknowledged,
+  applied or stored, across all processes and etcd (must be 0);
+* **gaps**: acknowledged heights missing from etcd's log, plus heights missing in a
+  node's applied stream during one process lifetime (must be 0);
+* **order**: applied index strictly increasing and term never decreasing, per process
+  lifetime (no violation allowed);
+* **failovers**: from each fault to the successor's ``leader`` event (the leader worker
+  starting), in ms; a fault that got no successor within 10 s fails the run;
+* no node process exited on its own.
+
+It exits 0 only if all of these held. Every process it started (etcd members and
+nodes) is stopped on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import itertools
+import json
+import math
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+__all__ = ["DESCRIPTION", "DemoResult", "add_arguments", "run", "verify"]
+
+DESCRIPTION = (
+    "Live failover demo. Starts a local 3-member etcd (unless --endpoints is given), "
+    "runs --nodes toy sequencer processes through DynamicLeaderElection, shows leader, "
+    "term, height, each node's applied height and lag and the block rate, and strikes "
+    "the leader every --kill-leader-every seconds. Ends with a verified summary "
+    "(blocks, failover durations, double signs, gaps); exits 0 only if every invariant "
+    "held. Every process it starts is stopped on exit, Ctrl-C included."
+)
+
+#: Node timings: short, for a 1 s lease (the embedded etcd's minimum TTL).
+NODE_TIMINGS = {
+    "election_timeout": "1s",
+    "heartbeat_timeout": "200ms",
+    "leader_lease_timeout": "300ms",
+    "send_timeout": "500ms",
+}
+#: A fault without a successor this long before the end fails the run.
+FAILOVER_LIMIT = 10.0
+#: No new fault this close to the end (it could not show a failover).
+FAULT_MARGIN = 2.5
+REFRESH = 0.25
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nodes", type=_int_range(1, 9), default=3, help="node processes (3)")
+    p.add_argument("--seconds", type=_float_min(1.0), default=30.0, help="length of the run (30)")
+    p.add_argument(
+        "--kill-leader-every",
+        type=_float_min(0.0),
+        default=8.0,
+        metavar="S",
+        help="strike the leader every S seconds; 0 = never (8)",
+    )
+    p.add_argument(
+        "--fault",
+        choices=("kill", "pause", "term"),
+        default="kill",
+        help="kill: SIGKILL + restart; pause: SIGSTOP for --pause-for; term: SIGTERM "
+        "(graceful handover) + restart (kill)",
+    )
+    p.add_argument(
+        "--pause-for",
+        type=_float_min(0.1),
+        default=3.0,
+        metavar="S",
+        help="how long --fault pause freezes the leader (3; > 1.5 s to force a failover)",
+    )
+    p.add_argument(
+        "--block-interval",
+        type=_float_min(0.005),
+        default=0.05,
+        metavar="S",
+        help="seconds between blocks of the leader (0.05)",
+    )
+    p.add_argument("--json", action="store_true", help="summary as JSON on the last line")
+    p.add_argument(
+        "--view",
+        choices=("auto", "live", "lines", "none"),
+        default="auto",
+        help="live: redraw (ANSI); lines: a line per second; auto: live on a terminal",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics of the cluster on 127.0.0.1:PORT/metrics",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the work directory (records, logs)")
+
+
+def _int_range(lo: int, hi: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be {lo} to {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_min(lo: float) -> Any:
+    def parse(text: str) -> float:
+        from etcdraft.config import parse_duration
+
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                value = parse_duration(text)
+            except (ValueError, TypeError):
+                raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not math.isfinite(value) or value < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo:g}, got {text}")
+        return value
+
+    return parse
+
+
+# ---------------------------------------------------------------------------- records
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every complete, parsable line (a process killed mid-write leaves a torn last
+    line, which is ignored)."""
+    out: list[dict[str, Any]] = []
+    try:
+        data = path.read_text()
+    except OSError:
+        return out
+    for line in data.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+class _Tail:
+    """New complete lines of a growing JSON-lines file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        out = []
+        for line in data[: end + 1].splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+        return out
+
+
+@dataclass
+class Fault:
+    kind: str
+    node: str
+    t: float  # monotonic
+    term: int
+    successor: str = ""
+    t_leader: float | None = None
+
+    @property
+    def ms(self) -> float | None:
+        return None if self.t_leader is None else (self.t_leader - self.t) * 1000
+
+
+@dataclass
+class DemoResult:
+    """The verified outcome (see the module doc for each check)."""
+
+    nodes: int
+    blocks: int
+    acked: int
+    failovers: list[float]
+    faults: list[dict[str, Any]]
+    double_signs: int
+    gaps: int
+    order_violations: int
+    log_holes: int
+    unexpected_exits: int
+    seconds: float
+    problems: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    namespace: str = ""
+    endpoints: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodes": self.nodes,
+            "blocks": self.blocks,
+            "acked": self.acked,
+            "blocks_per_s": round(self.blocks / self.seconds, 1) if self.seconds else 0.0,
+            "failovers": [round(ms, 1) for ms in self.failovers],
+            "faults": self.faults,
+            "double_signs": self.double_signs,
+            "gaps": self.gaps,
+            "order_violations": self.order_violations,
+            "log_holes": self.log_holes,
+            "unexpected_exits": self.unexpected_exits,
+            "seconds": round(self.seconds, 1),
+            "interrupted": self.interrupted,
+            "problems": self.problems,
+            "namespace": self.namespace,
+            "endpoints": self.endpoints,
+            "ok": self.ok,
+        }
+
+
+def _incarnations(
+    events: list[dict[str, Any]], applied: list[dict[str, Any]]
+) -> Iterator[list[dict[str, Any]]]:
+    """Split a node's applied records by process lifetime (``start`` events)."""
+    starts = sorted(float(e.get("t", 0)) for e in events if e.get("ev") == "start")
+    segment: list[dict[str, Any]] = []
+    i = 0
+    for rec in applied:
+        t = float(rec.get("t", 0))
+        moved = False
+        while i < len(starts) and starts[i] <= t:
+            i += 1
+            moved = True
+        if moved and segment:
+            yield segment
+            segment = []
+        segment.append(rec)
+    if segment:
+        yield segment
+
+
+def verify(
+    record_dirs: dict[str, Path],
+    etcd_log: dict[int, str],
+    pruned: int,
+    *,
+    faults: list[Fault],
+    unexpected_exits: int,
+    seconds: float,
+    end_t: float,
+    etcd_error: str | None = None,
+    interrupted: bool = False,
+) -> DemoResult:
+    """Check the invariants from the records and etcd's log (height → hash hex)."""
+    hashes: dict[int, set[str]] = {h: {x} for h, x in etcd_log.items()}
+    acked: set[int] = set()
+    order_violations = 0
+    holes = 0
+    for _node, d in sorted(record_dirs.items()):
+        for rec in read_jsonl(d / "acks.jsonl"):
+            h = int(rec["h"])
+            acked.add(h)
+            hashes.setdefault(h, set()).add(str(rec["hash"]))
+        applied = read_jsonl(d / "applied.jsonl")
+        for rec in applied:
+            hashes.setdefault(int(rec["h"]), set()).add(str(rec["hash"]))
+        for segment in _incarnations(read_jsonl(d / "events.jsonl"), applied):
+            for prev, cur in itertools.pairwise(segment):
+                ph, ch = int(prev["h"]), int(cur["h"])
+                if ch > ph + 1:
+                    holes += ch - ph - 1
+                if int(cur["i"]) <= int(prev["i"]) or ch <= ph:
+                    order_violations += 1
+                if int(cur.get("term", 0)) < int(prev.get("term", 0)):
+                    order_violations += 1
+    double_signs = sum(1 for h, xs in hashes.items() if len(xs) > 1)
+    missing = sorted(h for h in acked if h > pruned and h not in etcd_log)
+    top = max(etcd_log, default=pruned)
+    log_holes = sum(1 for h in range(pruned + 1, top + 1) if h not in etcd_log)
+    blocks = len(etcd_log) + pruned
+    failovers = [f.ms for f in faults if f.ms is not None]
+    problems: list[str] = []
+    if etcd_error:
+        problems.append(f"could not read etcd's log to verify: {etcd_error}")
+    if double_signs:
+        problems.append(f"{double_signs} heights with two different blocks")
+    if missing:
+        problems.append(f"{len(missing)} acknowledged heights missing from etcd: {missing[:5]}")
+    if holes:
+        problems.append(f"{holes} heights missing in applied streams")
+    if order_violations:
+        problems.append(f"{order_violations} index/term order violations in applied streams")
+    if unexpected_exits:
+        problems.append(f"{unexpected_exits} node processes exited on their own")
+    stuck = [f for f in faults if f.t_leader is None and end_t - f.t > FAILOVER_LIMIT]
+    if stuck:
+        problems.append(
+            f"{len(stuck)} faults got no new leader within {FAILOVER_LIMIT:g}s "
+            f"({', '.join(f'{f.kind} {f.node}' for f in stuck)})"
+        )
+    if blocks == 0 and not interrupted:
+        problems.append("no block was produced")
+    return DemoResult(
+        nodes=len(record_dirs),
+        blocks=blocks,
+        acked=len(acked),
+        failovers=failovers,
+        faults=[
+            {
+                "fault": f.kind,
+                "node": f.node,
+                "term": f.term,
+                "successor": f.successor,
+                "ms": None if f.ms is None else round(f.ms, 1),
+            }
+            for f in faults
+        ],
+        double_signs=double_signs,
+        gaps=len(missing) + holes,
+        order_violations=order_violations,
+        log_holes=log_holes,
+        unexpected_exits=unexpected_exits,
+        seconds=seconds,
+        problems=problems,
+        interrupted=interrupted,
+    )
+
+
+# ---------------------------------------------------------------------------- processes
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except Exception:
+        pass
+
+
+class NodeProc:
+    """One toy node process, restartable."""
+
+    def __init__(
+        self, node_id: str, cmd: list[str], env: dict[str, str], record_dir: Path, log: Path
+    ) -> None:
+        self.node_id = node_id
+        self.cmd = cmd
+        self.env = env
+        self.record_dir = record_dir
+        self.log_path = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.state = "down"  # up | paused | killed | stopping | down
+        self.expect_exit = False
+        self.resume_at: float | None = None
+        self.restart_after_exit = False
+        self.restarts = 0
+        self.events = _Tail(record_dir / "events.jsonl")
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as logfile:
+            self.proc = subprocess.Popen(
+                self.cmd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the demo, which stops us in order
+                preexec_fn=_die_with_parent
+                if threading.current_thread() is threading.main_thread()
+                else None,
+            )
+        self.state = "up"
+        self.expect_exit = False
+        self.restart_after_exit = False
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.running():
+            assert self.proc is not None
+            with contextlib.suppress(OSError):
+                self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.expect_exit = True
+        self.signal(signal.SIGKILL)
+        self.state = "killed"
+
+    def pause(self, until: float) -> None:
+        self.signal(signal.SIGSTOP)
+        self.state = "paused"
+        self.resume_at = until
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+        self.resume_at = None
+        if self.state == "paused":
+            self.state = "up"
+
+    def terminate(self) -> None:
+        self.expect_exit = True
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        self.state = "stopping"
+
+    def force_kill(self) -> None:
+        if self.running():
+            assert self.proc is not None
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(0.1)
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+# ---------------------------------------------------------------------------- the view
+
+
+class _View:
+    def __init__(self, mode: str, out: IO[str]) -> None:
+        isatty = bool(getattr(out, "isatty", lambda: False)())
+        self.mode = ("live" if isatty else "lines") if mode == "auto" else mode
+        self.out = out
+        self.drawn = 0
+        self.last_line = -math.inf
+
+    def frame(self, lines: list[str]) -> None:
+        if self.mode != "live":
+            return
+        width = max(40, shutil.get_terminal_size((100, 24)).columns - 1)
+        buf = []
+        if self.drawn:
+            buf.append(f"\x1b[{self.drawn}F")
+        for line in lines:
+            buf.append("\x1b[2K" + _clip(line, width) + "\n")
+        buf.append("\x1b[J")
+        self.out.write("".join(buf))
+        self.out.flush()
+        self.drawn = len(lines)
+
+    def line(self, text: str, now: float) -> None:
+        if self.mode != "lines" or now - self.last_line < 1.0:
+            return
+        self.last_line = now
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def event(self, text: str) -> None:
+        if self.mode == "lines":
+            self.out.write("  * " + text + "\n")
+            self.out.flush()
+
+    def finish(self) -> None:
+        self.drawn = 0
+
+
+def _clip(line: str, width: int) -> str:
+    # lines hold only ASCII escape codes at the start of cells; clip on visible text
+    visible = 0
+    out = []
+    i = 0
+    while i < len(line):
+        if line[i] == "\x1b":
+            j = line.find("m", i)
+            if j < 0:
+                break
+            out.append(line[i : j + 1])
+            i = j + 1
+            continue
+        if visible >= width:
+            break
+        out.append(line[i])
+        visible += 1
+        i += 1
+    return "".join(out) + ("\x1b[0m" if "\x1b" in line else "")
+
+
+def _bar(fraction: float, width: int = 30) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+class _Stop:
+    """SIGINT/SIGTERM end the run early (a second Ctrl-C aborts the summary)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.interrupted = False
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.interrupted = True
+        self.event.set()
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.nodes_n: int = args.nodes
+        self.seconds: float = args.seconds
+        self.every: float = args.kill_leader_every
+        self.fault_kind: str = args.fault
+        self.out: IO[str] = sys.stderr if args.json else sys.stdout
+        self.view = _View(args.view, self.out)
+        self.stop = _Stop()
+        self.workdir = Path(tempfile.mkdtemp(prefix="etcdraft-demo-"))
+        self.cluster: Any = None
+        self.client: Any = None
+        self.keys: Any = None
+        self.namespace = ""
+        self.endpoints: list[str] = []
+        self.nodes: list[NodeProc] = []
+        self.faults: list[Fault] = []
+        self.unexpected_exits = 0
+        self.messages: deque[tuple[float, str]] = deque(maxlen=6)
+        self.heights: deque[tuple[float, int]] = deque()
+        self.status: Any = None
+        self.status_error = ""
+        self.t0 = 0.0
+        self.first_leader_ms: float | None = None
+        self.metrics_server: Any = None
+
+    # -- setup ----------------------------------------------------------------
+
+    def _say(self, text: str) -> None:
+        if self.view.mode != "none":
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def _note(self, text: str, t: float | None = None) -> None:
+        when = time.monotonic() if t is None else t
+        stamp = f"{when - self.t0:6.2f}s" if self.t0 else "  start"
+        self.messages.append((when, f"{stamp}  {text}"))
+        self.view.event(f"{stamp} {text}")
+
+    def setup(self) -> None:
+        from etcdraft.config import Config
+        from etcdraft.keys import Keys
+        from etcdraft.status import client_for
+
+        args = self.args
+        conn = {
+            f: getattr(args, f)
+            for f in ("tls_ca_file", "tls_cert_file", "tls_key_file", "username", "password")
+            if getattr(args, f, None) is not None
+        }
+        if args.endpoints:
+            self.endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+            where = "etcd " + ",".join(self.endpoints)
+        else:
+            from etcdraft.embedded import EtcdCluster, find_etcd_binary
+
+            self._say("starting a local 3-member etcd ...")
+            binary = _own_session_wrapper(find_etcd_binary(), self.workdir)
+            self.cluster = EtcdCluster(size=3, binary=binary, data_dir=self.workdir / "etcd")
+            self.cluster.start()
+            self.endpoints = list(self.cluster.endpoints)
+            where = "local 3-member etcd"
+        self.namespace = args.namespace or f"/etcdraft/demo-{secrets.token_hex(4)}"
+        config = Config(
+            node_id="etcdraft-demo", endpoints=self.endpoints, namespace=self.namespace, **conn
+        )
+        self.config = config
+        self.client = client_for(config, name="etcdraft-demo")
+        self.keys = Keys(config.namespace)
+        from etcdraft._deadline import Deadline
+        from etcdraft.etcd import prefix_end
+
+        existing = self.client.range(
+            self.keys.root, prefix_end(self.keys.root), Deadline(10.0), count_only=True
+        )
+        if existing.count:
+            from etcdraft.errors import ConfigError
+
+            raise ConfigError(
+                f"namespace {self.namespace} already holds {existing.count} keys: the demo "
+                "needs an empty one to verify its run; pick another --namespace",
+                field="namespace",
+            )
+        if args.metrics_port is not None:
+            from etcdraft.metrics import serve_cluster
+
+            self.metrics_server = serve_cluster(self.client, self.keys, args.metrics_port)
+        fault = f"{self.fault_kind} the leader every {self.every:g}s" if self.every else "no faults"
+        self.title = (
+            f"etcdraft demo: {self.nodes_n} nodes on {where}, {fault}, "
+            f"{self.seconds:g}s (namespace {self.namespace})"
+        )
+        self._spawn_nodes(config)
+
+    def _spawn_nodes(self, config: Any) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDRAFT_")}
+        # connection secrets go through the environment, not the command line
+        for name in ("tls_ca_file", "tls_cert_file", "tls_key_file", "username"):
+            value = getattr(config, name)
+            if value:
+                env[f"ETCDRAFT_{name.upper()}"] = str(value)
+        if config.password is not None:
+            env["ETCDRAFT_PASSWORD"] = config.password.get_secret_value()
+        ids = [f"node{i + 1}" for i in range(self.nodes_n)]
+        peers = ",".join(f"{nid}@127.0.0.1:{7001 + i}" for i, nid in enumerate(ids))
+        toy_metrics = self.args.metrics_port is not None and _toy_supports_metrics()
+        for i, nid in enumerate(ids):
+            rec = self.workdir / "records" / nid
+            rec.mkdir(parents=True, exist_ok=True)
+            cmd = [
+                sys.executable,
+                "-m",
+                "etcdraft.toy",
+                "--node-id", nid,
+                "--endpoints", ",".join(self.endpoints),
+                "--namespace", self.namespace,
+                "--peers", peers,
+                "--raft-addr", f"127.0.0.1:{7001 + i}",
+                "--raft-dir", str(self.workdir / "raft" / nid),
+                "--bootstrap",
+                "--election-timeout", NODE_TIMINGS["election_timeout"],
+                "--heartbeat-timeout", NODE_TIMINGS["heartbeat_timeout"],
+                "--leader-lease-timeout", NODE_TIMINGS["leader_lease_timeout"],
+                "--send-timeout", NODE_TIMINGS["send_timeout"],
+                "--block-interval", str(self.args.block_interval),
+                "--record-dir", str(rec),
+                "--log-level", "WARNING",
+            ]  # fmt: skip
+            if toy_metrics:
+                cmd += ["--metrics-port", str(self.args.metrics_port + 1 + i)]
+            node = NodeProc(nid, cmd, env, rec, self.workdir / f"{nid}.log")
+            self.nodes.append(node)
+        for node in self.nodes:
+            node.start()
+        self.t0 = time.monotonic()
+        if self.metrics_server is not None:
+            port = self.metrics_server.port
+            extra = f"; nodes on {port + 1}..{port + self.nodes_n}" if toy_metrics else ""
+            self._note(f"metrics on http://127.0.0.1:{port}/metrics{extra}")
+
+    # -- the loop -------------------------------------------------------------
+
+    def loop(self) -> None:
+        next_fault = self.t0 + self.every if self.every else math.inf
+        end = self.t0 + self.seconds
+        while not self.stop.event.is_set():
+            now = time.monotonic()
+            if now >= end:
+                break
+            self._poll_processes(now)
+            self._poll_events()
+            self._poll_status(now)
+            if now >= next_fault and self._can_strike(now, end):
+                if self._strike(now):
+                    next_fault = now + self.every
+            elif now >= next_fault and end - now < FAULT_MARGIN:
+                next_fault = math.inf
+            if self.first_leader_ms is None and now - self.t0 > 30:
+                self.status_error = "no leader after 30 s"
+                self._note("no leader elected within 30 s: giving up")
+                break
+            self._draw(now)
+            self.stop.event.wait(max(0.0, REFRESH - (time.monotonic() - now)))
+
+    def _poll_processes(self, now: float) -> None:
+        for node in self.nodes:
+            if node.resume_at is not None and now >= node.resume_at:
+                node.resume()
+                self._note(f"SIGCONT {node.node_id} (resumed)")
+            if node.proc is None or node.running():
+                continue
+            code = node.proc.returncode
+            if node.expect_exit:
+                if node.restart_after_exit:
+                    node.restarts += 1
+                    node.start()
+                    self._note(f"restarted {node.node_id} (pid {node.pid})")
+                else:
+                    node.state = "down"
+            else:
+                self.unexpected_exits += 1
+                self._note(f"{node.node_id} exited on its own (code {code}); restarting")
+                node.restarts += 1
+                node.start()
+
+    def _poll_events(self) -> None:
+        for node in self.nodes:
+            for ev in node.events.read():
+                if ev.get("ev") != "leader":
+                    continue
+                t = float(ev.get("t", 0))
+                term = int(ev.get("term", 0))
+                if self.first_leader_ms is None:
+                    self.first_leader_ms = (t - self.t0) * 1000
+                    self._note(f"{node.node_id} leads (term {term})", t)
+                    continue
+                done = False
+                for f in self.faults:
+                    if f.t_leader is None and t >= f.t:
+                        f.t_leader = t
+                        f.successor = node.node_id
+                        ms = f.ms or 0.0
+                        self._note(f"{node.node_id} leads (term {term}): failover {ms:.0f} ms", t)
+                        done = True
+                if not done:
+                    self._note(f"{node.node_id} leads (term {term})", t)
+
+    def _poll_status(self, now: float) -> None:
+        from etcdraft.errors import EtcdraftError
+        from etcdraft.status import read_status
+
+        try:
+            self.status = read_status(self.client, self.keys, timeout=1.0)
+            self.status_error = ""
+        except EtcdraftError as exc:
+            self.status_error = " ".join(str(exc).split())[:120]
+            return
+        self.heights.append((now, self.status.height))
+        while self.heights and now - self.heights[0][0] > 3.0:
+            self.heights.popleft()
+
+    def _rate(self) -> float:
+        if len(self.heights) < 2:
+            return 0.0
+        (t1, h1), (t2, h2) = self.heights[0], self.heights[-1]
+        return (h2 - h1) / (t2 - t1) if t2 > t1 else 0.0
+
+    def _can_strike(self, now: float, end: float) -> bool:
+        if end - now < FAULT_MARGIN:
+            return False
+        if any(f.t_leader is None for f in self.faults):
+            return False  # the previous failover is not over yet
+        st = self.status
+        return st is not None and bool(st.leader) and not self.status_error
+
+    def _strike(self, now: float) -> bool:
+        st = self.status
+        node = next((n for n in self.nodes if n.node_id == st.leader), None)
+        if node is None or node.state != "up" or not node.running():
+            return False
+        kind = self.fault_kind
+        t = time.monotonic()
+        if kind == "kill":
+            node.kill()
+            node.restart_after_exit = True
+            self._note(f"SIGKILL {node.node_id} (leader, term {st.term}); restarting it")
+        elif kind == "pause":
+            node.pause(t + self.args.pause_for)
+            self._note(
+                f"SIGSTOP {node.node_id} (leader, term {st.term}) for {self.args.pause_for:g}s"
+            )
+        else:
+            node.terminate()
+            node.restart_after_exit = True
+            self._note(f"SIGTERM {node.node_id} (leader, term {st.term}): handover, restart")
+        self.faults.append(Fault(kind, node.node_id, t, st.term))
+        return True
+
+    def _draw(self, now: float) -> None:
+        elapsed = now - self.t0
+        st = self.status
+        done = [f.ms for f in self.faults if f.ms is not None]
+        fo = f"failovers {len(done)}" + (
+            f" (last {done[-1]:.0f} ms, avg {sum(done) / len(done):.0f} ms)" if done else ""
+        )
+        if st is None:
+            head = "waiting for etcd ..."
+        else:
+            leader = st.leader or (f"(electing: {st.next_in_line})" if st.next_in_line else "-")
+            head = (
+                f"leader {leader}  term {st.term}  height {st.height}  "
+                f"{self._rate():.1f} blocks/s  {fo}"
+            )
+        if self.status_error:
+            head += f"  [etcd: {self.status_error}]"
+        if self.view.mode == "lines":
+            applied = " ".join(
+                f"{n.node_id}={self._applied(n.node_id)}"
+                + ("" if n.state == "up" else f"({n.state})")
+                for n in self.nodes
+            )
+            self.view.line(f"[{elapsed:5.1f}s/{self.seconds:g}s] {head}  applied {applied}", now)
+            return
+        if self.view.mode != "live":
+            return
+        lines = [
+            self.title,
+            f"{_bar(elapsed / self.seconds)} {elapsed:5.1f}s / {self.seconds:g}s",
+            head,
+            "",
+            f"  {'NODE':<7} {'PID':>7}  {'PROCESS':<9} {'ROLE':<9} {'APPLIED':>8} {'LAG':>5}",
+        ]
+        for n in self.nodes:
+            m = st.member(n.node_id) if st is not None else None
+            role = "LEADER" if m is not None and m.leader else ("follower" if m else "-")
+            if m is not None and not m.alive:
+                role = "(no lease)"
+            applied = "-" if m is None or m.applied_height is None else str(m.applied_height)
+            lag = "-" if m is None or m.lag is None else str(m.lag)
+            bold = "\x1b[1m" if role == "LEADER" else ""
+            reset = "\x1b[0m" if bold else ""
+            lines.append(
+                f"  {bold}{n.node_id:<7} {n.pid or '-':>7}  {n.state:<9} {role:<9} "
+                f"{applied:>8} {lag:>5}{reset}"
+            )
+        lines.append("")
+        lines.extend(text for _, text in sorted(self.messages))
+        self.view.frame(lines)
+
+    def _applied(self, node_id: str) -> str:
+        st = self.status
+        m = st.member(node_id) if st is not None else None
+        return "-" if m is None or m.applied_height is None else str(m.applied_height)
+
+    # -- teardown -------------------------------------------------------------
+
+    def stop_nodes(self) -> None:
+        """Followers first (fast), then the leader (no one left to hand over to)."""
+        for node in self.nodes:
+            node.restart_after_exit = False
+            if node.resume_at is not None:
+                node.resume()
+        leader = self.status.leader if self.status is not None else ""
+        order = [n for n in self.nodes if n.node_id != leader] + [
+            n for n in self.nodes if n.node_id == leader
+        ]
+        followers, last = order[:-1], order[-1:]
+        for group in (followers, last):
+            for node in group:
+                node.terminate()
+            deadline = time.monotonic() + (3.0 if self.stop.interrupted else 6.0)
+            for node in group:
+                if node.proc is None:
+                    continue
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    node.proc.wait(max(0.05, deadline - time.monotonic()))
+                if node.running():
+                    self._note(f"{node.node_id} did not stop in time: SIGKILL")
+                    node.force_kill()
+                elif node.proc.returncode not in (0, -signal.SIGTERM):
+                    self._note(f"{node.node_id} exited with code {node.proc.returncode}")
+                node.state = "down"
+
+    def read_log(self) -> tuple[dict[int, str], int]:
+        from etcdraft._deadline import Deadline
+        from etcdraft.etcd import prefix_end
+        from etcdraft.fsm import decode_state
+
+        k = self.keys
+        deadline = Deadline(5.0 if self.stop.interrupted else 15.0)
+        out: dict[int, str] = {}
+        start, end = k.log_prefix, prefix_end(k.log_prefix)
+        rev = 0
+        while True:
+            res = self.client.range(start, end, deadline, revision=rev, limit=1000)
+            rev = rev or res.revision
+            for kv in res.kvs:
+                parsed = k.parse(kv.key)
+                if parsed.kind == "log":
+                    try:
+                        out[parsed.number] = decode_state(kv.value).hash.hex()
+                    except ValueError:
+                        out[parsed.number] = "corrupt"
+            if not res.more or not res.kvs:
+                break
+            start = res.kvs[-1].key + b"\x00"
+        pruned = 0
+        kv = self.client.get(k.pruned, deadline)
+        if kv is not None:
+            with contextlib.suppress(ValueError):
+                pruned = int(kv.value)
+        return out, pruned
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.resume()
+            node.force_kill()
+        if self.metrics_server is not None:
+            with contextlib.suppress(Exception):
+                self.metrics_server.close()
+        if self.client is not None and self.cluster is None and not self.args.keep:
+            from etcdraft._deadline import Deadline
+            from etcdraft.errors import EtcdraftError
+            from etcdraft.etcd import prefix_end
+
+            with contextlib.suppress(EtcdraftError):
+                root = self.keys.root
+                self.client.delete(root, prefix_end(root), Deadline(5.0))
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+        if self.args.keep:
+            self._say(f"work directory kept: {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _own_session_wrapper(etcd: str, workdir: Path) -> str:
+    """A launcher that runs etcd in a session of its own, so that Ctrl-C in the
+    terminal reaches only the demo, which then stops the nodes while etcd still
+    serves, verifies, and stops etcd last. Same pid as etcd (exec)."""
+    path = workdir / "etcd-own-session"
+    path.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        "try:\n"
+        "    os.setsid()\n"
+        "except OSError:\n"
+        "    pass\n"
+        f"os.execv({etcd!r}, [{etcd!r}] + sys.argv[1:])\n"
+    )
+    path.chmod(0o755)
+    return str(path)
+
+
+def _toy_supports_metrics() -> bool:
+    import inspect
+
+    from etcdraft import toy
+
+    return "metrics_port" in inspect.signature(toy.run_node).parameters
+
+
+def _summary_text(res: DemoResult, title: str) -> str:
+    fo = ", ".join(f"{ms:.0f} ms" for ms in res.failovers) or "none"
+    pending = [f for f in res.faults if f["ms"] is None]
+    lines = [
+        "",
+        title,
+        f"  blocks          {res.blocks} in {res.seconds:.1f}s "
+        f"({res.blocks / res.seconds if res.seconds else 0:.1f}/s), {res.acked} acknowledged",
+        f"  failovers       {len(res.failovers)}: {fo}"
+        + (f" ({len(pending)} pending at the end)" if pending else ""),
+        f"  double signs    {res.double_signs}",
+        f"  gaps            {res.gaps}",
+        f"  order           {res.order_violations} violations",
+        f"  node crashes    {res.unexpected_exits}",
+    ]
+    if res.interrupted:
+        lines.append("  (interrupted)")
+    if res.ok:
+        lines.append("  result          OK: every invariant held")
+    else:
+        lines.append("  result          FAILED: " + "; ".join(res.problems))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo (``etcdraft demo``); returns the exit status."""
+    demo = Demo(args)
+    demo.stop.install()
+    result: DemoResult | None = None
+    try:
+        demo.setup()
+        if demo.view.mode != "live":
+            demo._say(demo.title)
+        demo.loop()
+        end_t = time.monotonic()
+        elapsed = end_t - demo.t0
+        demo.view.finish()
+        demo._say("stopping the nodes ...")
+        demo.stop_nodes()
+        etcd_error = None
+        log: dict[int, str] = {}
+        pruned = 0
+        try:
+            log, pruned = demo.read_log()
+        except Exception as exc:
+            etcd_error = " ".join(str(exc).split())[:200]
+        result = verify(
+            {n.node_id: n.record_dir for n in demo.nodes},
+            log,
+            pruned,
+            faults=demo.faults,
+            unexpected_exits=demo.unexpected_exits,
+            seconds=elapsed,
+            end_t=end_t,
+            etcd_error=etcd_error,
+            interrupted=demo.stop.interrupted,
+        )
+        result.namespace, result.endpoints = demo.namespace, list(demo.endpoints)
+        if demo.status_error == "no leader after 30 s":
+            result.problems.append("no leader was elected within 30 s")
+    finally:
+        demo.stop.restore()
+        demo.cleanup()
+    if result is None:  # pragma: no cover - exceptions propagate above
+        return 1
+    print(_summary_text(result, "summary:"), file=demo.out, flush=True)
+    if args.json:
+        print(json.dumps(result.to_dict(), separators=(",", ":")), flush=True)
+    if demo.stop.interrupted:
+        return 130
+    return 0 if result.ok else 1

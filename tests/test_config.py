@@ -106,6 +106,7 @@ FIELD_CASES: list[tuple[str, Any, str, Any]] = [
     ("election_timeout", "5s", "5s", 5.0),
     ("snapshot_threshold", 50, "50", 50),
     ("trailing_logs", 20, "20", 20),
+    ("fast_takeover", False, "false", False),
     (
         "endpoints",
         ["http://127.0.0.1:2379", "http://127.0.0.2:2379"],

@@ -1467,9 +1467,13 @@ def test_stale_leader_write_is_fenced_by_etcd(harness: Harness) -> None:
     proxy = FaultProxy(etcd_port)
     try:
         peers = [f"p@{addr_of('p')}", f"q@{addr_of('q')}"]
-        stale = harness.node("p", bootstrap=True, peers=peers, endpoints=[proxy.url])
+        # fast takeover off: its heartbeats would tell the stale node at once that
+        # its key is gone; here it must keep believing it leads
+        stale = harness.node(
+            "p", bootstrap=True, peers=peers, endpoints=[proxy.url], fast_takeover=False
+        )
         assert one_leader([stale]) is stale
-        other = harness.node("q", peers=peers)
+        other = harness.node("q", peers=peers, fast_takeover=False)
         stale.broadcast(block(1))
         wait_height(other, 1)
         proxy.freeze()

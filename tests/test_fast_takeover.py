@@ -1,0 +1,178 @@
+"""Fast takeover: a silent leader is deposed after heartbeat_timeout, safely."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import wait_until
+
+from etcdraft import Config, LeadershipLostError, Node, NotLeaderError, RaftBlockState
+from etcdraft.etcd import cmp_create, op_put
+
+
+def _config(node_id: str, etcd, namespace: str, **extra: object) -> Config:
+    fields: dict[str, object] = dict(
+        node_id=node_id,
+        raft_addr=f"{node_id}:1",
+        endpoints=etcd.endpoints,
+        namespace=namespace,
+        peers=["a@a:1", "b@b:1"],
+        bootstrap=node_id == "a",
+        election_timeout="4s",  # a lease far longer than the heartbeat timeout
+        heartbeat_timeout="300ms",
+        leader_lease_timeout="500ms",
+        send_timeout="500ms",
+    )
+    fields.update(extra)
+    return Config(**fields)
+
+
+def _silence(node: Node) -> None:
+    """Model a hung leader: no heartbeats and no keep-alives, the key still exists."""
+    node._session.signal_stop()  # type: ignore[union-attr]
+    node._with_heartbeat = lambda ops, term: ops  # type: ignore[method-assign]
+    node._send_heartbeat = lambda client, deadline: None  # type: ignore[method-assign]
+
+
+def test_silent_leader_is_deposed_well_before_its_lease_expires(etcd, namespace: str) -> None:
+    a, b = Node(_config("a", etcd, namespace)), Node(_config("b", etcd, namespace))
+    try:
+        a.start()
+        b.start()
+        leader = wait_until(lambda: next((n for n in (a, b) if n.is_leader()), None), 10)
+        other = b if leader is a else a
+        leader.broadcast(RaftBlockState(height=1, timestamp=1))
+        with leader._lock:
+            old_key, old_term = leader._my_key, leader._term
+        _silence(leader)
+        t0 = time.monotonic()
+        wait_until(other.is_leader, 3, "the other node took over")
+        took = time.monotonic() - t0
+        # heartbeat_timeout (0.3 s) + a claim, far below the 4 s lease
+        assert took < 1.5, f"takeover took {took:.2f}s"
+        assert other.deposed == 1
+        other.broadcast(RaftBlockState(height=2, timestamp=2))
+        # the deposed leader may still believe it leads (its lease has not run out
+        # locally), but etcd refuses its writes
+        with pytest.raises((LeadershipLostError, NotLeaderError)):
+            leader.broadcast(RaftBlockState(height=3, timestamp=3, hash=b"stale"))
+        fenced = leader._client.txn(  # type: ignore[union-attr]
+            [cmp_create(old_key, "EQUAL", old_term)],
+            [op_put(leader.keys.log(3), b"stale")],
+        )
+        assert not fenced.succeeded
+        wait_until(lambda: a.get_state().height == b.get_state().height == 2, 5, "converged")
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
+def test_a_leader_that_keeps_heartbeating_is_not_deposed(etcd, namespace: str) -> None:
+    a, b = Node(_config("a", etcd, namespace)), Node(_config("b", etcd, namespace))
+    try:
+        a.start()
+        b.start()
+        leader = wait_until(lambda: next((n for n in (a, b) if n.is_leader()), None), 10)
+        other = b if leader is a else a
+        term = leader.term
+        deadline = time.monotonic() + 2.0  # several heartbeat timeouts, idle leader
+        while time.monotonic() < deadline:
+            assert leader.is_leader() and leader.term == term
+            assert not other.is_leader()
+            other.wait_role_change(False, 0.1)
+        assert other.deposed == 0
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
+def test_off_switch_falls_back_to_lease_expiry(etcd, namespace: str) -> None:
+    cfg = dict(fast_takeover=False, election_timeout="1s", leader_lease_timeout="300ms")
+    a = Node(_config("a", etcd, namespace, **cfg))
+    b = Node(_config("b", etcd, namespace, **cfg))
+    try:
+        a.start()
+        b.start()
+        leader = wait_until(lambda: next((n for n in (a, b) if n.is_leader()), None), 10)
+        other = b if leader is a else a
+        leader.broadcast(RaftBlockState(height=1, timestamp=1))
+        assert leader._client.get(leader.keys.heartbeat) is None  # type: ignore[union-attr]
+        _silence(leader)
+        t0 = time.monotonic()
+        wait_until(other.is_leader, 5, "takeover after lease expiry")
+        assert other.deposed == 0
+        assert time.monotonic() - t0 >= 0.5  # had to wait for the lease
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
+def _events(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_paused_leader_process_is_deposed_and_cannot_write_on_resume(
+    etcd_cluster_factory, tmp_path: Path
+) -> None:
+    """SIGSTOP the leader's process for less than its lease: it is deposed through
+    fast takeover; after SIGCONT none of its writes land and no height has two blocks."""
+    cluster = etcd_cluster_factory(size=3)
+    peers = "n1@n1:1,n2@n2:1,n3@n3:1"
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for i in (1, 2, 3):
+        args = [
+            sys.executable, "-m", "etcdraft.toy", "--node-id", f"n{i}", "--raft-addr", f"n{i}:1",
+            "--endpoints", ",".join(cluster.endpoints), "--namespace", "/ft", "--peers", peers,
+            "--record-dir", str(tmp_path / f"n{i}"), "--block-interval", "0.02",
+            "--election-timeout", "3s", "--heartbeat-timeout", "300ms",
+            "--leader-lease-timeout", "500ms", "--send-timeout", "500ms",
+        ]  # fmt: skip
+        if i == 1:
+            args.append("--bootstrap")
+        procs[f"n{i}"] = subprocess.Popen(args, env=os.environ.copy())
+    try:
+
+        def leader_of() -> str | None:
+            best: tuple[float, str] | None = None
+            for name in procs:
+                for ev in _events(tmp_path / name / "events.jsonl"):
+                    if ev["ev"] == "leader" and (best is None or float(ev["t"]) > best[0]):  # type: ignore[arg-type]
+                        best = (float(ev["t"]), name)  # type: ignore[arg-type]
+            return best[1] if best else None
+
+        first = wait_until(leader_of, 20, "a leader")
+        wait_until(lambda: len(_events(tmp_path / first / "acks.jsonl")) >= 10, 10, "blocks")
+        procs[first].send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        second = wait_until(lambda: (n := leader_of()) != first and n, 5, "takeover")
+        took = time.monotonic() - t0
+        assert took < 2.0, f"takeover while paused took {took:.2f}s (lease is 3 s)"
+        wait_until(lambda: len(_events(tmp_path / second / "acks.jsonl")) >= 10, 10, "blocks")
+        procs[first].send_signal(signal.SIGCONT)
+        wait_until(
+            lambda: any(e["ev"] == "lost" for e in _events(tmp_path / first / "events.jsonl")),
+            10,
+            "the resumed old leader noticed it lost leadership",
+        )
+    finally:
+        for p in procs.values():
+            p.send_signal(signal.SIGCONT)
+            p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+    acked: dict[int, str] = {}
+    for name in procs:
+        for ack in _events(tmp_path / name / "acks.jsonl"):
+            h, digest = int(ack["h"]), str(ack["hash"])  # type: ignore[call-overload]
+            assert acked.setdefault(h, digest) == digest, f"two blocks acknowledged at {h}"

@@ -1,0 +1,459 @@
+"""Election, membership and handover for :class:`~etcdraft.Node`.
+
+Campaign with a key bound to the session lease under ``<ns>/election/`` (etcd's own
+election recipe: the smallest create revision leads); claim the term by re-checking
+the key and its lease in a transaction that also records ``<ns>/terms/<term>``;
+heartbeat and depose a silent leader (fast takeover); prune the log; hand
+leadership over; edit membership. Runs in the node's control thread, except the
+public methods.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from typing import Any
+
+from etcdraft._deadline import Deadline
+from etcdraft._node_core import NodeCore
+from etcdraft.config import parse_peer
+from etcdraft.errors import (
+    ConfigError,
+    EtcdraftError,
+    EtcdTimeoutError,
+    HandoverError,
+)
+from etcdraft.etcd import (
+    EtcdClient,
+    cmp_create,
+    cmp_lease,
+    cmp_mod,
+    cmp_value,
+    op_delete,
+    op_put,
+    prefix_end,
+)
+from etcdraft.view import Candidate, View
+
+__all__ = ["ElectionMixin"]
+
+#: Heights deleted per pruning transaction.
+PRUNE_BATCH = 1000
+
+
+class ElectionMixin(NodeCore):
+    """The election part of ``Node``."""
+
+    def add_peer(self, node_id: str, addr: str) -> None:
+        """Add a member (a node allowed to lead). Same id and addr: no-op; same id or
+        same addr with a different partner: the old entry is replaced. Works on any
+        node.
+
+        Raises:
+            ConfigError: empty or malformed id or address (also a ``ValueError``).
+            EtcdUnavailableError: etcd did not answer in time.
+        """
+        parse_peer(f"{node_id}@{addr}")  # same rules as Config.peers
+        client = self._require_client()
+        deadline = Deadline(self._config.send_timeout * 3, self._stopping)
+        while True:
+            res = client.range(
+                self._keys.members_prefix, prefix_end(self._keys.members_prefix), deadline
+            )
+            current = {self._keys.parse(kv.key).name: kv for kv in res.kvs}
+            if node_id in current and current[node_id].value == addr.encode():
+                return
+            compare: list[dict[str, Any]] = []
+            ops: list[dict[str, Any]] = []
+            for other, kv in current.items():
+                if other != node_id and kv.value == addr.encode():
+                    compare.append(cmp_value(kv.key, "EQUAL", kv.value))
+                    ops.append(op_delete(kv.key))
+            member_key = self._keys.member(node_id)
+            prev = current.get(node_id)
+            compare.append(cmp_create(member_key, "EQUAL", prev.create_revision if prev else 0))
+            ops.append(op_put(member_key, addr.encode()))
+            if client.txn(compare, ops, deadline=deadline).succeeded:
+                self._log.info("member %s added at %s", node_id, addr, extra=self._extra())
+                return
+            if deadline.expired():
+                raise EtcdTimeoutError("add_peer: membership kept changing; try again")
+
+    def remove_peer(self, node_id: str) -> None:
+        """Remove a member; a removed leader steps down and its writes are fenced
+        (its candidacy is deleted in the same step). Unknown ids are a no-op.
+
+        Raises:
+            EtcdUnavailableError: etcd did not answer in time.
+        """
+        if not node_id or "/" in node_id:
+            raise ConfigError(
+                f"remove_peer: invalid node id {node_id!r}: non-empty, without '/'",
+                field="node_id",
+            )
+        client = self._require_client()
+        deadline = Deadline(self._config.send_timeout * 3, self._stopping)
+        res = client.range(
+            self._keys.election_prefix, prefix_end(self._keys.election_prefix), deadline
+        )
+        ops = [op_delete(self._keys.member(node_id))]
+        compare = []
+        for kv in res.kvs:
+            if kv.value == node_id.encode():
+                compare.append(cmp_value(kv.key, "EQUAL", kv.value))
+                ops.append(op_delete(kv.key))
+        result = client.txn(compare, ops, deadline=deadline)
+        if not result.succeeded:  # a candidacy changed meanwhile: delete what is there
+            client.txn([], [op_delete(self._keys.member(node_id))], deadline=deadline)
+        self._log.info("member %s removed", node_id, extra=self._extra())
+
+    def resign_leader(self, *, timeout: float | None = None) -> None:
+        """Hand leadership to the most up-to-date live member; return once another
+        node holds it. No-op when not leader.
+
+        Raises:
+            HandoverError: no live member can take over (this node stays leader).
+            TimeoutError: no other node took over within ``timeout``
+                (default 5 * ``send_timeout``).
+        """
+        if not self.is_leader():
+            return
+        client = self._require_client()
+        wait = self._config.send_timeout * 5 if timeout is None else timeout
+        deadline = Deadline(wait)
+        with self._bcast_lock:
+            with self._lock:
+                old_term, my_key = self._term, self._my_key
+                view = self._view
+                target = self._handover_target(view)
+            if target is None:
+                # the watch may not have delivered a fresh candidate yet: ask etcd
+                view = self._read_view(client, deadline.sub(self._config.send_timeout))
+                target = self._handover_target(view)
+            if target is None:
+                raise HandoverError(
+                    f"no live member can take leadership over from {self._id}: start "
+                    "another member or add one with add_peer()"
+                )
+            ahead = [
+                c
+                for c in view.candidates.values()
+                if c.create_revision < target.create_revision and c.key != my_key
+            ]
+            compare = [
+                cmp_create(my_key, "EQUAL", old_term),
+                cmp_create(target.key, "EQUAL", target.create_revision),
+            ]
+            ops = [op_delete(my_key)] + [op_delete(c.key) for c in ahead]
+            self._log.info(
+                "handing leadership over to %s (term %d)",
+                target.node_id,
+                old_term,
+                extra=self._extra(term=old_term),
+            )
+            # hold our own re-campaign until the successor has claimed
+            self._hold_campaign_until = time.monotonic() + wait
+            result = client.txn(compare, ops, deadline=deadline.sub(self._config.send_timeout))
+            if not result.succeeded:
+                self._hold_campaign_until = -math.inf
+                if not self._still_candidate_in_etcd(client, my_key, old_term, deadline):
+                    self._step_down("leadership lost during handover")
+                    return
+                raise HandoverError(
+                    f"handover to {target.node_id} failed: it is no longer a candidate; retry"
+                )
+            self._step_down(f"handed over to {target.node_id}")
+        with self._cond:
+            while True:
+                new_term, holder = self._view.latest_term()
+                if new_term > old_term and holder != self._id:
+                    break
+                left = deadline.remaining()
+                if left <= 0:
+                    raise EtcdTimeoutError(
+                        f"resign_leader: {target.node_id} did not take leadership within "
+                        f"{wait:.3g}s"
+                    )
+                self._cond.wait(min(left, 0.1))
+        self._hold_campaign_until = -math.inf
+        self._changed.set()
+
+    def _still_candidate_in_etcd(
+        self, client: EtcdClient, key: bytes, rev: int, deadline: Deadline
+    ) -> bool:
+        kv = client.get(key, deadline)
+        return kv is not None and kv.create_revision == rev
+
+    def _read_view(self, client: EtcdClient, deadline: Deadline) -> View:
+        """Candidates, members and liveness read from etcd at one revision."""
+        k = self._keys
+        first = client.range(k.election_prefix, prefix_end(k.election_prefix), deadline)
+        view = View(revision=first.revision)
+        kvs = list(first.kvs)
+        for prefix in (k.members_prefix, k.alive_prefix):
+            kvs += client.range(prefix, prefix_end(prefix), deadline, revision=first.revision).kvs
+        for kv in kvs:
+            self._view_put(view, kv)
+        return view
+
+    def _handover_target(self, view: View) -> Candidate | None:
+        best: tuple[int, int, Candidate] | None = None
+        for cand in view.candidates.values():
+            if cand.node_id == self._id or cand.node_id not in view.members:
+                continue
+            if cand.node_id not in view.alive:
+                continue
+            prog = view.alive.get(cand.node_id)
+            index = prog.index if prog is not None else 0
+            rank = (index, -cand.create_revision, cand)
+            if best is None or rank[:2] > best[:2]:
+                best = rank
+        return best[2] if best is not None else None
+
+    def _refresh_leadership(self) -> None:
+        """Derive leadership from the view (called with the lock held, or at start)."""
+        with self._cond:
+            view = self._view
+            mine = view.candidates.get(self._my_key) if self._my_key else None
+            if mine is None:
+                if self._my_rev:
+                    self._my_rev = 0
+                    self._claimed = 0
+                if self._term:
+                    self._step_down("election key deleted")
+                return
+            self._my_rev = mine.create_revision
+            if self._term:
+                return
+            leader = view.leader()
+            term, holder = view.latest_term()
+            if (
+                leader is mine
+                and self._claimed == mine.create_revision
+                and term == mine.create_revision
+                and holder == self._id
+                and not self._retiring.is_set()
+            ):
+                self._term = term
+                self._cond.notify_all()
+                self._log.info(
+                    "node %s became leader: term %d, height %d",
+                    self._id,
+                    term,
+                    self._fsm.height,
+                    extra=self._extra(term=term, height=self._fsm.height),
+                )
+
+    # -- session & control ---------------------------------------------------------
+
+    def _control_loop(self) -> None:
+        cfg = self._config
+        while not self._stopping.is_set():
+            self._changed.wait(self._control_wait())
+            self._changed.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self._control_step()
+            except EtcdraftError as exc:
+                self._warn_once("control", "election step failed (will retry): %s", exc)
+                self._stopping.wait(min(0.2, cfg.heartbeat_timeout))
+            except Exception:
+                self._log.exception("election step crashed (will retry)", extra=self._extra())
+                self._stopping.wait(cfg.heartbeat_timeout)
+
+    def _control_wait(self) -> float:
+        """How long the control loop may sleep: until the next heartbeat is due
+        (leader) or the leader's silence would reach heartbeat_timeout (others)."""
+        cfg = self._config
+        if not cfg.fast_takeover:
+            return cfg.heartbeat_timeout
+        now = time.monotonic()
+        if self._term:
+            due = self._last_hb_sent + self._hb_interval - now
+        else:
+            due = self._hb_seen_at + cfg.heartbeat_timeout - now
+            if due <= 0:  # silence deadline passed: re-check at the heartbeat rhythm
+                due = self._hb_interval
+        return min(max(due, 0.002), cfg.heartbeat_timeout)
+
+    def _control_step(self) -> None:
+        cfg = self._config
+        client = self._client
+        assert client is not None
+        deadline = Deadline(cfg.send_timeout, self._stopping)
+        if self._session_lost.is_set():
+            self._new_session(Deadline(cfg.send_timeout * 2, self._stopping))
+        with self._lock:
+            view = self._view
+            member = self._id in view.members
+            mine = view.candidates.get(self._my_key)
+            leader = view.leader()
+            my_key, lease, claimed = self._my_key, self._lease, self._claimed
+        if not member:
+            if mine is not None:
+                self._log.info("node %s is not a member: withdrawing", self._id)
+                client.txn(
+                    [cmp_create(my_key, "EQUAL", mine.create_revision)],
+                    [op_delete(my_key)],
+                    deadline=deadline,
+                )
+            return
+        if mine is None:
+            if self._retiring.is_set() or time.monotonic() < self._hold_campaign_until:
+                return
+            result = client.txn(
+                [cmp_create(my_key, "EQUAL", 0)],
+                [op_put(my_key, self._id.encode(), lease)],
+                deadline=deadline,
+            )
+            if result.succeeded:
+                self._log.debug("campaigning with %r", my_key)
+            return
+        if leader is mine and claimed != mine.create_revision:
+            # we are first in line: prove the key is still ours (etcd issue 19597) and
+            # record the term; leadership starts when the watch delivers the record,
+            # i.e. after every earlier entry has been applied.
+            result = client.txn(
+                [
+                    cmp_create(my_key, "EQUAL", mine.create_revision),
+                    cmp_lease(my_key, "EQUAL", lease),
+                ],
+                [op_put(self._keys.term(mine.create_revision), self._id.encode())],
+                deadline=deadline,
+            )
+            if result.succeeded:
+                with self._cond:
+                    self._claimed = mine.create_revision
+                    self._refresh_leadership()
+            return
+        if self.is_leader():
+            if cfg.fast_takeover:
+                self._send_heartbeat(client, deadline)
+            self._maybe_prune(client, deadline)
+        elif cfg.fast_takeover and leader is not None and leader is not mine:
+            self._maybe_depose(client, deadline, leader, mine)
+
+    def _send_heartbeat(self, client: EtcdClient, deadline: Deadline) -> None:
+        if time.monotonic() - self._last_hb_sent < self._hb_interval:
+            return
+        with self._lock:
+            key, term = self._my_key, self._term
+        if not term:
+            return
+        self._last_hb_sent = time.monotonic()
+        result = client.txn(
+            [cmp_create(key, "EQUAL", term)],
+            [op_put(self._keys.heartbeat, str(term).encode())],
+            deadline=deadline,
+        )
+        if not result.succeeded:
+            self._step_down("heartbeat rejected: election key gone")
+
+    def _maybe_depose(
+        self, client: EtcdClient, deadline: Deadline, leader: Candidate, mine: Candidate
+    ) -> None:
+        """Depose a leader that stopped heartbeating. The next candidate in line acts
+        after ``heartbeat_timeout`` of silence, the others after twice that (in case
+        it is dead too). The transaction compares the leader key's create revision
+        and the heartbeat's mod revision last seen, so a leader that is merely slow
+        (its heartbeat landed meanwhile) keeps leading."""
+        cfg = self._config
+        with self._lock:
+            queue = sorted(self._view.candidates.values(), key=lambda c: c.create_revision)
+            hb_rev, seen_at = self._hb_seen_rev, self._hb_seen_at
+            same_leader = self._hb_leader_key == leader.key
+        if not same_leader:
+            return
+        rank = next((i for i, c in enumerate(queue) if c.key == mine.key), None)
+        if rank is None or rank == 0:
+            return
+        silence = time.monotonic() - seen_at
+        if silence < cfg.heartbeat_timeout * (1 if rank == 1 else 2):
+            return
+        result = client.txn(
+            [
+                cmp_create(leader.key, "EQUAL", leader.create_revision),
+                cmp_mod(self._keys.heartbeat, "EQUAL", hb_rev),
+            ],
+            [op_delete(leader.key)],
+            deadline=deadline,
+        )
+        if result.succeeded:
+            self.deposed += 1
+            self._log.info(
+                "deposed silent leader %s (no heartbeat for %.0f ms)",
+                leader.node_id,
+                silence * 1000,
+                extra=self._extra(),
+            )
+        else:
+            with self._lock:  # it spoke meanwhile: give it a fresh period
+                self._hb_seen_at = max(self._hb_seen_at, time.monotonic())
+
+    def _maybe_prune(self, client: EtcdClient, deadline: Deadline) -> None:
+        cfg = self._config
+        with self._lock:
+            pruned = self._view.pruned
+            key, term = self._my_key, self._term
+        head = self._fsm.height
+        if head - pruned <= cfg.trailing_logs + cfg.snapshot_threshold:
+            return
+        cut = head - cfg.trailing_logs
+        upto = min(cut, pruned + PRUNE_BATCH)
+        result = client.txn(
+            [cmp_create(key, "EQUAL", term)],
+            [
+                op_delete(self._keys.log(pruned + 1), self._keys.log(upto + 1)),
+                op_put(self._keys.pruned, str(upto).encode()),
+            ],
+            deadline=deadline,
+        )
+        if result.succeeded:
+            self._log.debug("pruned log heights %d..%d", pruned + 1, upto)
+            self._prune_terms(client, deadline, key, term, upto)
+            self._changed.set()
+
+    def _prune_terms(
+        self, client: EtcdClient, deadline: Deadline, key: bytes, term: int, upto: int
+    ) -> None:
+        """Delete term records no remaining log entry needs: all but the one in force
+        at the oldest entry left in etcd, and the later ones."""
+        k = self._keys
+        oldest = client.range(k.log(upto + 1), prefix_end(k.log_prefix), deadline, limit=1)
+        if not oldest.kvs:
+            return
+        with self._lock:
+            revs, terms = list(self._view.term_revs), list(self._view.terms)
+        needed = bisect.bisect_left(revs, oldest.kvs[0].mod_revision) - 1
+        stale = terms[: max(0, needed)][: PRUNE_BATCH // 10]
+        if stale:
+            client.txn(
+                [cmp_create(key, "EQUAL", term)],
+                [op_delete(k.term(t)) for t in stale],
+                deadline=deadline,
+            )
+
+    def _bootstrap(self, deadline: Deadline) -> None:
+        client = self._client
+        assert client is not None
+        k = self._keys
+        existing = client.range(
+            k.members_prefix, prefix_end(k.members_prefix), deadline, count_only=True
+        )
+        if existing.count:
+            return
+        cfg = self._config
+        peers = {p.node_id: p.addr for p in cfg.peer_list()}
+        peers.setdefault(self._id, cfg.raft_addr)
+        result = client.txn(
+            [cmp_create(k.member(nid), "EQUAL", 0) for nid in sorted(peers)],
+            [op_put(k.member(nid), addr.encode()) for nid, addr in sorted(peers.items())],
+            deadline=deadline,
+        )
+        if result.succeeded:
+            with self._cond:
+                for nid, addr in peers.items():
+                    self._view.members[nid] = addr
+            self._log.info("bootstrapped membership: %s", ", ".join(sorted(peers)))

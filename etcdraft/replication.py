@@ -1,0 +1,188 @@
+"""Replication for :class:`~etcdraft.Node`: catching up by range reads, healing
+after compaction, and turning watch events into applied entries and view updates."""
+
+from __future__ import annotations
+
+import time
+
+import tenacity
+
+from etcdraft._deadline import Deadline
+from etcdraft._node_core import NodeCore
+from etcdraft.errors import EtcdUnavailableError
+from etcdraft.etcd import KV, EtcdClient, prefix_end
+from etcdraft.fsm import Snapshot, decode_state
+from etcdraft.view import Candidate, Progress, View
+from etcdraft.watch import WatchEvent
+
+__all__ = ["ReplicationMixin"]
+
+#: Log entries fetched per range request when catching up.
+CATCHUP_PAGE = 64
+
+
+class ReplicationMixin(NodeCore):
+    """The replication part of ``Node``."""
+
+    def _resync(self, deadline: Deadline) -> int:
+        """Read the namespace at one revision, rebuild the view and apply every log
+        entry above the applied height (or restore the latest, when pruned).
+        Returns the revision read at."""
+        client = self._require_client() if self._started else self._client
+        assert client is not None
+        k = self._keys
+        first = client.range(k.election_prefix, prefix_end(k.election_prefix), deadline)
+        rev = first.revision
+        view = View(revision=rev)
+        for kv in first.kvs:
+            self._view_put(view, kv)
+        for prefix in (k.members_prefix, k.alive_prefix, k.terms_prefix):
+            res = client.range(prefix, prefix_end(prefix), deadline, revision=rev)
+            for kv in res.kvs:
+                self._view_put(view, kv)
+        pruned = client.range(k.pruned, None, deadline, revision=rev)
+        for kv in pruned.kvs:
+            self._view_put(view, kv)
+        for kv in client.range(k.heartbeat, None, deadline, revision=rev).kvs:
+            self._view_put(view, kv)
+        with self._cond:
+            self._view = view
+            self._note_heartbeat(view)
+            self._cond.notify_all()
+        self._catch_up(client, view, rev, deadline)
+        self._refresh_leadership()
+        return rev
+
+    def _catch_up(self, client: EtcdClient, view: View, rev: int, deadline: Deadline) -> None:
+        k = self._keys
+        height = self._fsm.height
+        end = prefix_end(k.log_prefix)
+        if view.pruned > height:
+            res = client.range(k.log_prefix, end, deadline, revision=rev, limit=1, descending=True)
+            if res.kvs and self._restore_from(res.kvs[0], view, height):
+                return
+        start = k.log(height + 1)
+        while True:
+            res = client.range(start, end, deadline, revision=rev, limit=CATCHUP_PAGE)
+            for kv in res.kvs:
+                parsed = k.parse(kv.key)
+                if parsed.kind == "log":
+                    self._fsm.apply_entry(
+                        parsed.number, kv.value, kv.mod_revision, view.term_at(kv.mod_revision)
+                    )
+            if not res.more or not res.kvs:
+                return
+            start = res.kvs[-1].key + b"\x00"
+
+    def _restore_from(self, kv: KV, view: View, height: int) -> bool:
+        try:
+            state = decode_state(kv.value)
+        except ValueError as exc:
+            self._warn_once("restore", "cannot restore from corrupt %r: %s", kv.key, exc)
+            return False
+        if state.height <= height:
+            return False
+        self._log.warning(
+            "entries after height %d were pruned from etcd; restoring the latest state "
+            "(height %d) as a snapshot",
+            height,
+            state.height,
+            extra=self._extra(height=state.height),
+        )
+        self._fsm.restore(
+            Snapshot(kv.mod_revision, view.term_at(kv.mod_revision), state), notify=True
+        )
+        return True
+
+    def _on_compacted(self, compact_revision: int) -> int:
+        """Heal after the watch's next revision was compacted: re-read the namespace
+        (retried with backoff on transient failures, bounded, interruptible)."""
+        budget = max(self._config.shutdown_timeout, 5.0)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(EtcdUnavailableError),
+            stop=tenacity.stop_any(
+                tenacity.stop_after_delay(budget), tenacity.stop_when_event_set(self._stopping)
+            ),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
+            sleep=tenacity.sleep_using_event(self._stopping),
+            reraise=True,
+        )
+        return retrying(self._resync, Deadline(budget, self._stopping))
+
+    # -- the watch -------------------------------------------------------------------
+
+    def _view_put(self, view: View, kv: KV) -> None:
+        parsed = self._keys.parse(kv.key)
+        kind = parsed.kind
+        if kind == "election":
+            view.candidates[kv.key] = Candidate(
+                kv.key, kv.create_revision, kv.value.decode(errors="replace"), kv.lease
+            )
+        elif kind == "member":
+            view.members[parsed.name] = kv.value.decode(errors="replace")
+        elif kind == "alive":
+            view.alive[parsed.name] = Progress.parse(kv.value)
+        elif kind == "term":
+            view.add_term(kv.create_revision, parsed.number, kv.value.decode(errors="replace"))
+        elif kind == "heartbeat":
+            view.heartbeat_rev = kv.mod_revision
+        elif kind == "pruned":
+            try:
+                view.pruned = max(view.pruned, int(kv.value))
+            except ValueError:
+                self._foreign(kv.key, "pruned marker is not a number")
+        elif kind == "foreign":
+            self._foreign(kv.key, "unknown key shape")
+
+    def _foreign(self, key: bytes, why: str) -> None:
+        self.foreign_keys += 1
+        self._warn_once(
+            "foreign",
+            "ignoring foreign key %r under the namespace (%s); another program writes here",
+            key,
+            why,
+        )
+
+    def _on_events(self, events: list[WatchEvent], top: int) -> None:
+        k = self._keys
+        entries: list[tuple[int, bytes, int]] = []  # (height, value, revision)
+        with self._cond:
+            view = self._view
+            for ev in events:
+                kv = ev.kv
+                parsed = k.parse(kv.key)
+                if parsed.kind == "log":
+                    if not ev.deleted:
+                        entries.append((parsed.number, kv.value, kv.mod_revision))
+                    continue
+                if not ev.deleted:
+                    self._view_put(view, kv)
+                elif parsed.kind == "election":
+                    view.candidates.pop(kv.key, None)
+                elif parsed.kind == "member":
+                    view.members.pop(parsed.name, None)
+                elif parsed.kind == "alive":
+                    view.alive.pop(parsed.name, None)
+                elif parsed.kind == "term":
+                    view.remove_term(parsed.number)
+            terms = [view.term_at(rev) for _, _, rev in entries]
+        # Apply outside the node's lock (the apply queue is user code), and before
+        # leadership is derived from this batch: a term record delivered here must
+        # not make this node leader until every earlier entry is applied.
+        for (height, value, rev), term in zip(entries, terms, strict=True):
+            self._fsm.apply_entry(height, value, rev, term)
+        with self._cond:
+            view.revision = top
+            self._note_heartbeat(view)
+            self._refresh_leadership()
+            self._cond.notify_all()
+        self._changed.set()
+
+    def _note_heartbeat(self, view: View) -> None:
+        """Restart the silence timer when the leader or its heartbeat changed."""
+        leader = view.leader()
+        leader_key = leader.key if leader is not None else b""
+        if view.heartbeat_rev != self._hb_seen_rev or leader_key != self._hb_leader_key:
+            self._hb_seen_rev = view.heartbeat_rev
+            self._hb_leader_key = leader_key
+            self._hb_seen_at = time.monotonic()

@@ -158,20 +158,32 @@ def _explain(exc: BaseException, args: argparse.Namespace) -> CommandError:
     return CommandError(f"unexpected error: {type(exc).__name__}: {_one_line(str(exc))}")
 
 
-def _add_conn_args(p: argparse.ArgumentParser, *, timeout: bool = True) -> None:
-    g = p.add_argument_group(
-        "etcd connection (each defaults to its ETCDRAFT_* environment variable)"
-    )
-    g.add_argument(
-        "--endpoints",
-        metavar="URLS",
-        help="comma-separated etcd client URLs (ETCDRAFT_ENDPOINTS)",
-    )
-    g.add_argument(
-        "--namespace",
-        metavar="PREFIX",
-        help="key prefix of the cluster (ETCDRAFT_NAMESPACE; default /etcdraft/default)",
-    )
+def _add_conn_args(p: argparse.ArgumentParser, *, timeout: bool = True, demo: bool = False) -> None:
+    if demo:
+        g = p.add_argument_group(
+            "your own etcd instead of a local one (TLS and auth options fall back to "
+            "their ETCDRAFT_* environment variables; the endpoints do not)"
+        )
+        g.add_argument("--endpoints", metavar="URLS", help="comma-separated etcd client URLs")
+        g.add_argument(
+            "--namespace",
+            metavar="PREFIX",
+            help="an empty key prefix for the run (default: /etcdraft/demo-<random>)",
+        )
+    else:
+        g = p.add_argument_group(
+            "etcd connection (each defaults to its ETCDRAFT_* environment variable)"
+        )
+        g.add_argument(
+            "--endpoints",
+            metavar="URLS",
+            help="comma-separated etcd client URLs (ETCDRAFT_ENDPOINTS)",
+        )
+        g.add_argument(
+            "--namespace",
+            metavar="PREFIX",
+            help="key prefix of the cluster (ETCDRAFT_NAMESPACE; default /etcdraft/default)",
+        )
     g.add_argument("--tls-ca-file", metavar="PEM", help="CA bundle (ETCDRAFT_TLS_CA_FILE)")
     g.add_argument(
         "--tls-cert-file", metavar="PEM", help="client certificate (ETCDRAFT_TLS_CERT_FILE)"
@@ -515,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
         demo.DESCRIPTION,
     )
     demo.add_arguments(p_demo)
-    _add_conn_args(p_demo, timeout=False)
+    _add_conn_args(p_demo, timeout=False, demo=True)
     p_demo.set_defaults(func=_cmd_demo, default_level="WARNING")
 
     p_status = add("status", "leader, term, height and every member's liveness and lag")

@@ -40,6 +40,7 @@ metric                                        type   meaning
 ``etcdraft_watch_reconnects_total``           ctr    watch streams reopened
 ``etcdraft_watch_resyncs_total``              ctr    resynchronisations after compaction
 ``etcdraft_etcd_endpoint_failovers_total``    ctr    switches to another etcd endpoint
+``etcdraft_deposed_total``                    ctr    silent leaders deposed (fast takeover)
 ============================================  =====  ======================================
 
 Broadcast outcomes and latency come from :meth:`NodeMetrics.observe_broadcast`. It is
@@ -271,6 +272,7 @@ class NodeMetrics:
             "etcd_endpoint_failovers": c(
                 "etcd_endpoint_failovers", "Switches to another etcd endpoint."
             ),
+            "deposed": c("deposed", "Silent leaders this node deposed (fast takeover)."),
             "broadcast_outcomes": CounterMetricFamily(
                 "etcdraft_broadcast_outcomes",
                 "Broadcasts by outcome.",
@@ -315,6 +317,9 @@ class NodeMetrics:
         client = getattr(node, "_client", None)
         if client is not None:
             yield "etcd_endpoint_failovers", _num(client.failovers)
+        deposed = getattr(node, "deposed", None)  # nodes with fast takeover
+        if deposed is not None:
+            yield "deposed", _num(deposed)
 
 
 class ClusterMetrics:

@@ -19,6 +19,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -118,6 +119,7 @@ class Node(ElectionMixin, ReplicationMixin, NodeCore):
         self.fenced_rejections = 0
         self.foreign_keys = 0
         self.broadcasts = 0
+        self._broadcast_observers: list[Callable[[str, float], None]] = []
         self._ambiguous = False  # a broadcast may have committed without our knowing
         # fast takeover: the leader's heartbeat as this node last saw it
         self._hb_interval = config.heartbeat_timeout / 4
@@ -414,6 +416,16 @@ class Node(ElectionMixin, ReplicationMixin, NodeCore):
 
     # ------------------------------------------------------------------ broadcast
 
+    def add_broadcast_observer(self, callback: Callable[[str, float], None]) -> None:
+        """Call ``callback(outcome, seconds)`` after every ``broadcast()``, in the
+        caller's thread, with its duration and outcome: ``ok`` (written),
+        ``duplicate`` (the same block was already replicated: a retry),
+        ``not_leader``, ``lost``, ``conflict``, ``invalid``, ``unavailable`` or
+        ``error``. Used by ``etcdraft.metrics``; the callback must be quick and must
+        not raise (exceptions are logged and ignored)."""
+        with self._lock:
+            self._broadcast_observers = [*self._broadcast_observers, callback]
+
     def broadcast(self, state: RaftBlockState, *, timeout: float | None = None) -> None:
         """Replicate ``state``; returns once etcd committed it.
 
@@ -425,6 +437,39 @@ class Node(ElectionMixin, ReplicationMixin, NodeCore):
             LeadershipLostError: the fenced write was rejected; nothing written.
             EtcdUnavailableError: etcd did not answer in time (safe to retry).
         """
+        observers = self._broadcast_observers
+        if not observers:
+            self._broadcast(state, timeout)
+            return
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            outcome = self._broadcast(state, timeout)
+        except LeadershipLostError:
+            outcome = "lost"
+            raise
+        except NotLeaderError:
+            outcome = "not_leader"
+            raise
+        except HeightConflictError:
+            outcome = "conflict"
+            raise
+        except InvalidStateError:
+            outcome = "invalid"
+            raise
+        except EtcdUnavailableError:
+            outcome = "unavailable"
+            raise
+        finally:
+            elapsed = time.monotonic() - started
+            for callback in observers:
+                try:
+                    callback(outcome, elapsed)
+                except Exception:
+                    self._log.exception("broadcast observer failed", extra=self._extra())
+
+    def _broadcast(self, state: RaftBlockState, timeout: float | None) -> str:
+        """``broadcast()`` itself; returns ``"ok"`` or ``"duplicate"``."""
         if not isinstance(state, RaftBlockState):
             raise TypeError(f"state must be a RaftBlockState, not {type(state).__name__}")
         with self._bcast_lock:
@@ -442,7 +487,7 @@ class Node(ElectionMixin, ReplicationMixin, NodeCore):
             head_height, head_ts, _ = self._fsm.head()
             if height <= head_height:
                 self._check_retry(client, state, data, deadline, head_height)
-                return
+                return "duplicate"
             if state.timestamp <= head_ts:
                 raise InvalidStateError(
                     f"timestamp {state.timestamp} of height {height} does not strictly increase "
@@ -482,13 +527,13 @@ class Node(ElectionMixin, ReplicationMixin, NodeCore):
             if result.succeeded:
                 self.broadcasts += 1
                 self._land(state, data, result.revision, term, deadline)
-                return
+                return "ok"
             existing = result.range_kvs(0)
             if existing:
                 if existing[0].value == data:
                     # our own write, committed before a lost reply
                     self._land(state, data, existing[0].mod_revision, term, deadline)
-                    return
+                    return "ok"
                 raise HeightConflictError(
                     f"a different block is already replicated at height {height} "
                     f"(hash {_hash_of(existing[0].value)}); resynchronise from get_state()",

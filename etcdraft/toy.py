@@ -151,11 +151,22 @@ def _apply_recorder(q: queue.Queue[RaftApplyMsg], rec: Recorder, stop: threading
 
 
 def run_node(
-    config: Config, *, block_interval: float, record_dir: str | None, stop: threading.Event
+    config: Config,
+    *,
+    block_interval: float,
+    record_dir: str | None,
+    stop: threading.Event,
+    metrics_port: int | None = None,
 ) -> int:
-    """Run a toy node until ``stop`` is set; returns a process exit code."""
+    """Run a toy node until ``stop`` is set; returns a process exit code. With
+    ``metrics_port``, serves Prometheus metrics on 127.0.0.1:<port>/metrics."""
     rec = Recorder(record_dir)
     node = Node(config)
+    metrics_server = None
+    if metrics_port is not None:
+        from etcdraft.metrics import serve
+
+        metrics_server = serve(node, metrics_port)
     applied: queue.Queue[RaftApplyMsg] = queue.Queue(maxsize=100_000)
     node.set_apply_callback(applied)
     rec_stop = threading.Event()
@@ -192,6 +203,8 @@ def run_node(
                 stop.wait(0.5)
     finally:
         node.stop()
+        if metrics_server is not None:
+            metrics_server.close()
         rec.write("events", {"ev": "stop", "node": config.node_id})
         rec_stop.set()
         writer.join(5)
@@ -244,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--block-interval", type=float, default=0.02)
     parser.add_argument("--record-dir", help="write acks/applied/events JSON lines here")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.WARNING),
@@ -253,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fields = {
         k: v
         for k, v in vars(args).items()
-        if v is not None and k not in ("block_interval", "record_dir", "log_level")
+        if v is not None and k not in ("block_interval", "record_dir", "log_level", "metrics_port")
     }
     try:
         config = Config(**fields)
@@ -268,7 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     return run_node(
-        config, block_interval=args.block_interval, record_dir=args.record_dir, stop=stop
+        config,
+        block_interval=args.block_interval,
+        record_dir=args.record_dir,
+        stop=stop,
+        metrics_port=args.metrics_port,
     )
 
 

@@ -5,7 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format proto bench demo clean docker-up docker-down
+.PHONY: install test lint format proto bench demo soak clean docker-up docker-down
+
+SOAK_MINUTES ?= 10
+SOAK_SEED ?= 1
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +38,9 @@ bench: ## benchmarks against raw etcd (arrives with the performance issue)
 
 demo: $(STAMP) ## live failover demo: local 3-member etcd, 3 nodes, leader killed every 8 s (~35 s)
 	$(VENV)/bin/etcdraft demo
+
+soak: $(STAMP) ## long chaos run (hundreds of faults), summary table per fault kind
+	$(PY) tests/soak.py --minutes $(SOAK_MINUTES) --seed $(SOAK_SEED)
 
 docker-up: ## start a loopback-only Docker engine and build the local etcd image
 	scripts/docker-engine start

@@ -32,6 +32,7 @@ from etcdraft.etcd import (
     cmp_value,
     op_delete,
     op_put,
+    op_range,
     prefix_end,
 )
 from etcdraft.view import Candidate, View
@@ -436,20 +437,25 @@ class ElectionMixin(NodeCore):
             )
 
     def _bootstrap(self, deadline: Deadline) -> None:
+        """Write the initial membership if the namespace has none: one transaction
+        comparing the whole members prefix, so two groups bootstrapping at once cannot
+        merge. A namespace whose members are none of this node's peers belongs to
+        another cluster: refuse to start.
+
+        Raises:
+            ConfigError: another cluster owns the namespace.
+        """
         client = self._client
         assert client is not None
         k = self._keys
-        existing = client.range(
-            k.members_prefix, prefix_end(k.members_prefix), deadline, count_only=True
-        )
-        if existing.count:
-            return
         cfg = self._config
         peers = {p.node_id: p.addr for p in cfg.peer_list()}
         peers.setdefault(self._id, cfg.raft_addr)
+        members_end = prefix_end(k.members_prefix)
         result = client.txn(
-            [cmp_create(k.member(nid), "EQUAL", 0) for nid in sorted(peers)],
+            [cmp_create(k.members_prefix, "EQUAL", 0, range_end=members_end)],
             [op_put(k.member(nid), addr.encode()) for nid, addr in sorted(peers.items())],
+            [op_range(k.members_prefix, members_end)],
             deadline=deadline,
         )
         if result.succeeded:
@@ -457,3 +463,14 @@ class ElectionMixin(NodeCore):
                 for nid, addr in peers.items():
                     self._view.members[nid] = addr
             self._log.info("bootstrapped membership: %s", ", ".join(sorted(peers)))
+            return
+        existing = sorted(k.parse(kv.key).name for kv in result.range_kvs(0))
+        if existing and set(existing).isdisjoint(peers):
+            raise ConfigError(
+                f"namespace {k.namespace!r} already holds another etcdraft cluster (members "
+                f"{', '.join(existing)}), none of which is among this node's peers "
+                f"({', '.join(sorted(peers))}): two clusters must not share a namespace. Give "
+                "this cluster a namespace of its own; to join that cluster instead, start "
+                "with bootstrap=False and have one of its members call add_peer().",
+                field="namespace",
+            )

@@ -135,9 +135,15 @@ def _cmp(key: bytes, target: str, result: str, field: str, value: Any) -> dict[s
     return {"key": b64(key), "target": target, "result": result, field: value}
 
 
-def cmp_create(key: bytes, result: str, revision: int) -> dict[str, Any]:
-    """Compare the key's create revision (0 = key absent)."""
-    return _cmp(key, "CREATE", result, "create_revision", str(revision))
+def cmp_create(
+    key: bytes, result: str, revision: int, *, range_end: bytes | None = None
+) -> dict[str, Any]:
+    """Compare the key's create revision (0 = key absent). With ``range_end``, every
+    key of ``[key, range_end)`` must match (an empty range counts as absent)."""
+    cmp = _cmp(key, "CREATE", result, "create_revision", str(revision))
+    if range_end is not None:
+        cmp["range_end"] = b64(range_end)
+    return cmp
 
 
 def cmp_mod(key: bytes, result: str, revision: int) -> dict[str, Any]:
@@ -286,6 +292,15 @@ def map_http_error(status: int, text: str, endpoint: str) -> EtcdraftError:
         return TransientError(f"{where} unavailable: HTTP {status} {message}", endpoint=endpoint)
     if code == 3 or status == 400:
         return EtcdRequestError(f"{where} rejected the request: {message}", endpoint=endpoint)
+    if code is None:
+        # not the gateway's JSON error: whatever answers there is not etcd's v3 API
+        # (a wrong port, a proxy page). An endpoint failure: try the next one.
+        return TransientError(
+            f"{endpoint} answered HTTP {status} with a body that is not etcd's "
+            f"({message[:80]!r}): is it an etcd client URL? (etcd's client port is "
+            "usually 2379; 2380 is its peer port)",
+            endpoint=endpoint,
+        )
     return EtcdError(f"{where}: HTTP {status} {message}", endpoint=endpoint)
 
 

@@ -152,6 +152,7 @@ class FSM:
         self._state = RaftBlockState()
         self._encoded = b""
         self._index = 0
+        self._seen = 0  # highest revision processed in order, applied or skipped
         self._term = 0
         self._queue: ApplyQueue | None = None
         self._snapshots = snapshots
@@ -225,12 +226,13 @@ class FSM:
         try:
             state = decode_state(data)
         except ValueError as exc:
-            self._skip(index, f"log/{height} at revision {index} is corrupt ({exc})")
+            self._skip(index, f"log/{height} at revision {index} is corrupt ({exc})", seen=True)
             return False
         if state.height != height:
             self._skip(
                 index,
                 f"log/{height} at revision {index} holds height {state.height}: foreign write",
+                seen=True,
             )
             return False
         return self.apply(state, index, term, encoded=data)
@@ -247,7 +249,6 @@ class FSM:
                         f"height {state.height} at revision {index} is not above the applied "
                         f"height {self._state.height}: written by someone else"
                     )
-                    cur_index = self._index
                 else:
                     reason = ""
                     self._state = state
@@ -258,14 +259,26 @@ class FSM:
                     queue = self._queue
                     self._cond.notify_all()
             if reason:
-                self._skip(cur_index, reason)
+                self._skip(index, reason, seen=True)
                 return False
             if queue is not None:
                 self._offer(queue, RaftApplyMsg(index, term, state))
             return True
 
-    def _skip(self, index: int, reason: str) -> None:
+    def skip(self, reason: str) -> None:
+        """Count and log an entry that is not applied (found out of order)."""
+        self._skip(self._index, reason)
+
+    def _skip(self, index: int, reason: str, *, seen: bool = False) -> None:
+        """Count and log a skipped entry; with ``seen``, the entry at revision
+        ``index`` counts as processed for :meth:`wait_applied` (a skipped entry is
+        never applied: waiting for it would never end)."""
         self.skipped += 1
+        if seen:
+            with self._cond:
+                if index > self._seen:
+                    self._seen = index
+                    self._cond.notify_all()
         log.warning("skipping entry: %s", reason, extra={"node_id": self.node_id, "index": index})
 
     def _offer(self, queue: ApplyQueue, msg: RaftApplyMsg) -> None:
@@ -290,7 +303,7 @@ class FSM:
         """Wait until an entry at revision ``index`` or later is applied."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._index < index:
+            while max(self._index, self._seen) < index:
                 left = deadline - time.monotonic()
                 if left <= 0 or (cancel is not None and cancel.is_set()):
                     return False

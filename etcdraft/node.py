@@ -40,6 +40,7 @@ from etcdraft.errors import (
 from etcdraft.etcd import (
     EtcdClient,
     cmp_create,
+    cmp_mod,
     cmp_version,
     op_put,
     op_range,
@@ -204,9 +205,9 @@ class Node(ElectionMixin, ReplicationMixin, NodeCore):
                         extra=self._extra(height=snap.state.height, index=snap.index),
                     )
                 revision = self._resync(deadline)
-                self._new_session(deadline)
                 if cfg.bootstrap:
                     self._bootstrap(deadline)
+                self._new_session(deadline)
             except EtcdraftError:
                 self._client.close()
                 self._client = None
@@ -502,41 +503,62 @@ class Node(ElectionMixin, ReplicationMixin, NodeCore):
             with self._lock:
                 key, term = self._my_key, self._term
             log_key = self._keys.log(height)
-            try:
-                result = client.txn(
-                    [
-                        cmp_create(key, "EQUAL", term),
-                        cmp_version(self._keys.member(self._id), "GREATER", 0),
-                        cmp_create(log_key, "EQUAL", 0),
-                    ],
-                    self._with_heartbeat([op_put(log_key, data)], term),
-                    [op_range(log_key)],
-                    deadline=deadline,
-                )
-            except EtcdRequestError as exc:
-                if "too large" in str(exc):
-                    raise InvalidStateError(
-                        f"state at height {height} ({len(data)} bytes) is too large for etcd: {exc}"
-                    ) from exc
-                raise
-            except EtcdUnavailableError:
-                # the write may have been committed: until the watch has caught up,
-                # let it apply our writes in revision order
-                self._ambiguous = True
-                raise
-            if result.succeeded:
-                self.broadcasts += 1
-                self._land(state, data, result.revision, term, deadline)
-                return "ok"
-            existing = result.range_kvs(0)
-            if existing:
+            free = cmp_create(log_key, "EQUAL", 0)
+            for _ in range(2):
+                try:
+                    result = client.txn(
+                        [
+                            cmp_create(key, "EQUAL", term),
+                            cmp_version(self._keys.member(self._id), "GREATER", 0),
+                            free,
+                        ],
+                        self._with_heartbeat([op_put(log_key, data)], term),
+                        [op_range(log_key)],
+                        deadline=deadline,
+                    )
+                except EtcdRequestError as exc:
+                    if "too large" in str(exc):
+                        raise InvalidStateError(
+                            f"state at height {height} ({len(data)} bytes) is too large for "
+                            f"etcd: {exc}"
+                        ) from exc
+                    raise
+                except EtcdUnavailableError:
+                    # the write may have been committed: until the watch has caught up,
+                    # let it apply our writes in revision order
+                    self._ambiguous = True
+                    raise
+                if result.succeeded:
+                    self.broadcasts += 1
+                    self._land(state, data, result.revision, term, deadline)
+                    return "ok"
+                existing = result.range_kvs(0)
+                if not existing:
+                    break  # a leadership compare failed
                 if existing[0].value == data:
                     # our own write, committed before a lost reply
                     self._land(state, data, existing[0].mod_revision, term, deadline)
                     return "ok"
+                if _is_block_at(existing[0].value, height):
+                    raise HeightConflictError(
+                        f"a different block is already replicated at height {height} "
+                        f"(hash {_hash_of(existing[0].value)}); resynchronise from get_state()",
+                        height=height,
+                    )
+                # not a block of this height (corrupt, or another height's): every FSM
+                # skipped it, so the height is still free. Replace exactly that value,
+                # fenced like any leader write.
+                self._log.warning(
+                    "log/%d holds a value that is not a block of that height (written by "
+                    "another program, skipped by every node): replacing it",
+                    height,
+                    extra=self._extra(height=height),
+                )
+                free = cmp_mod(log_key, "EQUAL", existing[0].mod_revision)
+            else:
                 raise HeightConflictError(
-                    f"a different block is already replicated at height {height} "
-                    f"(hash {_hash_of(existing[0].value)}); resynchronise from get_state()",
+                    f"log/{height} keeps being rewritten by another program; check what else "
+                    "writes under the namespace",
                     height=height,
                 )
             self.fenced_rejections += 1
@@ -645,6 +667,14 @@ class Node(ElectionMixin, ReplicationMixin, NodeCore):
             return
         client.put(self._keys.alive(self._id), progress.encode(), deadline, lease=self._lease)
         self._last_progress = progress
+
+
+def _is_block_at(data: bytes, height: int) -> bool:
+    """True when the FSM would apply ``data`` stored under ``log/<height>``."""
+    try:
+        return decode_state(data).height == height
+    except ValueError:
+        return False
 
 
 def _hash_of(data: bytes) -> str:

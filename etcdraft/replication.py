@@ -3,6 +3,7 @@ after compaction, and turning watch events into applied entries and view updates
 
 from __future__ import annotations
 
+import math
 import time
 
 import tenacity
@@ -62,17 +63,52 @@ class ReplicationMixin(NodeCore):
             if res.kvs and self._restore_from(res.kvs[0], view, height):
                 return
         start = k.log(height + 1)
+        late = self._written_late(client, start, end, rev, deadline)
         while True:
             res = client.range(start, end, deadline, revision=rev, limit=CATCHUP_PAGE)
             for kv in res.kvs:
                 parsed = k.parse(kv.key)
-                if parsed.kind == "log":
-                    self._fsm.apply_entry(
-                        parsed.number, kv.value, kv.mod_revision, view.term_at(kv.mod_revision)
+                if parsed.kind != "log":
+                    continue
+                if kv.mod_revision in late:
+                    self._fsm.skip(
+                        f"log/{parsed.number} at revision {kv.mod_revision} was written after "
+                        "higher heights: not written by etcdraft"
                     )
+                    continue
+                self._fsm.apply_entry(
+                    parsed.number, kv.value, kv.mod_revision, view.term_at(kv.mod_revision)
+                )
             if not res.more or not res.kvs:
                 return
             start = res.kvs[-1].key + b"\x00"
+
+    def _written_late(
+        self, client: EtcdClient, start: bytes, end: bytes, rev: int, deadline: Deadline
+    ) -> set[int]:
+        """Revisions of log entries written after a higher height existed.
+
+        etcdraft creates log entries in height order, so their revisions increase
+        with the height. An entry with a revision above that of a higher height was
+        put there later by someone else (a foreign write or overwrite): the watch skips
+        it on live nodes (its height is not above the applied one), and catch-up must
+        too: applying it would make every genuine entry after it look already applied
+        (a lower revision) and drop it."""
+        revs: list[int] = []
+        while True:
+            res = client.range(start, end, deadline, revision=rev, limit=1000, keys_only=True)
+            revs += [kv.mod_revision for kv in res.kvs if self._keys.parse(kv.key).kind == "log"]
+            if not res.more or not res.kvs:
+                break
+            start = res.kvs[-1].key + b"\x00"
+        late: set[int] = set()
+        floor = math.inf  # the lowest revision among the higher heights
+        for r in reversed(revs):
+            if r > floor:
+                late.add(r)
+            else:
+                floor = r
+        return late
 
     def _restore_from(self, kv: KV, view: View, height: int) -> bool:
         try:

@@ -1,0 +1,1143 @@
+"""Chaos harness: three toy sequencer processes over a private 3-member etcd, a seeded
+random fault schedule, and the judge that checks DESIGN.md's invariants afterwards.
+
+Import from tests as ``from chaos_harness import ...`` (``tests/`` is on ``sys.path``
+under pytest; ``tests/soak.py`` runs it as a script).
+
+* :class:`ChaosRun` starts an :class:`~etcdraft.embedded.EtcdCluster` of 3 members and
+  3 ``python -m etcdraft.toy`` processes that record every acknowledged broadcast,
+  every applied entry and every role change durably (``acks.jsonl``,
+  ``applied.jsonl``, ``events.jsonl``, times on ``time.monotonic()``, one clock for
+  every process of the machine). It injects faults one at a time, drawn from
+  ``random.Random(seed)``, heals each and waits (bounded) for recovery, recording the
+  kind and the monotonic start/end/healed times of each.
+* :func:`judge` reads the record dirs and the log read from etcd and returns a
+  :class:`Verdict`: safety (no double sign, no lost or altered acknowledged block,
+  ordered apply streams that match etcd) and recovery bounds (failover, quorum loss,
+  production back).
+
+A failing run prints its seed and keeps its directory (records, node logs, etcd data
+and logs); a passing run removes it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import bisect
+import contextlib
+import ctypes
+import itertools
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from etcdraft._deadline import Deadline
+from etcdraft.embedded import EtcdCluster, EtcdMember
+from etcdraft.errors import EtcdraftError
+from etcdraft.etcd import EtcdClient, prefix_end
+from etcdraft.fsm import decode_state
+from etcdraft.keys import Keys
+
+__all__ = [
+    "FAULT_KINDS",
+    "ChaosRun",
+    "EtcdLog",
+    "Fault",
+    "LogEntry",
+    "NodeProc",
+    "Timing",
+    "Verdict",
+    "Violation",
+    "judge",
+    "load_records",
+    "read_etcd_log",
+]
+
+#: Every fault kind the schedule draws from.
+FAULT_KINDS = (
+    "node_kill",  # SIGKILL a node process (the leader, mostly), restart it
+    "node_stop",  # SIGSTOP a node (the leader, mostly) past its lease, then SIGCONT
+    "node_term",  # SIGTERM a node (graceful stop with handover), restart it
+    "etcd_kill",  # SIGKILL an etcd follower member, restart it
+    "etcd_pause",  # SIGSTOP an etcd member for a while, then SIGCONT
+    "etcd_leader_kill",  # SIGKILL etcd's raft leader, restart it
+    "quorum_loss",  # pause two etcd members (no quorum), then resume both
+)
+
+NODE_IDS = ("n0", "n1", "n2")
+ROLE_EVENTS = ("leader", "follower", "lost", "error", "start", "stop")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Node timing (passed to every toy process) and the judge's bounds."""
+
+    election_timeout: float = 1.0
+    heartbeat_timeout: float = 0.2
+    leader_lease_timeout: float = 0.3
+    send_timeout: float = 0.5
+    block_interval: float = 0.02
+    #: a new leader within election_timeout + this after the leader dies
+    failover_margin: float = 1.0
+    #: no acknowledgement later than quorum loss + send_timeout + this
+    quorum_margin: float = 0.5
+    #: an acknowledgement within this after etcd quorum returns
+    production_back: float = 10.0
+    #: bounded waits of the harness (recovery after healing, process exit)
+    recovery_timeout: float = 20.0
+
+    @property
+    def failover_bound(self) -> float:
+        return self.election_timeout + self.failover_margin
+
+    @property
+    def quorum_bound(self) -> float:
+        return self.send_timeout + self.quorum_margin
+
+    def toy_args(self) -> list[str]:
+        return [
+            "--block-interval", str(self.block_interval),
+            "--election-timeout", f"{self.election_timeout}s",
+            "--heartbeat-timeout", f"{self.heartbeat_timeout}s",
+            "--leader-lease-timeout", f"{self.leader_lease_timeout}s",
+            "--send-timeout", f"{self.send_timeout}s",
+        ]  # fmt: skip
+
+
+@dataclass
+class Fault:
+    """One injected fault. Times are ``time.monotonic()``.
+
+    ``start``: injected (for ``quorum_loss``: when the second member was paused);
+    ``end``: lifted (restart, SIGCONT or resume issued and returned);
+    ``healed``: the harness saw recovery (every member healthy, every node process
+    up with a role, a new acknowledgement); None if it did not within the bound.
+    """
+
+    kind: str
+    target: str
+    start: float
+    end: float
+    healed: float | None = None
+    was_leader: bool = False
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "target": self.target,
+            "start": self.start,
+            "end": self.end,
+            "healed": self.healed,
+            "was_leader": self.was_leader,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A broken invariant or bound. ``t`` (monotonic) when known; ``fault`` is the
+    index of the fault whose window contains ``t`` (None: outside every fault)."""
+
+    check: str
+    message: str
+    t: float | None = None
+    fault: int | None = None
+
+    def __str__(self) -> str:
+        where = f" [fault #{self.fault}]" if self.fault is not None else ""
+        return f"{self.check}{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    hash: str
+    timestamp: int
+    revision: int
+
+
+@dataclass
+class EtcdLog:
+    """What etcd held under ``<ns>/log/``: every height ever read (an archive of
+    several reads, so that entries pruned later stay checkable), the ``pruned``
+    marker, values that changed between reads, and entries that did not decode."""
+
+    entries: dict[int, LogEntry] = field(default_factory=dict)
+    pruned: int = 0
+    changed: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+
+    def merge(self, other: EtcdLog) -> None:
+        for h, e in other.entries.items():
+            old = self.entries.get(h)
+            if old is None:
+                self.entries[h] = e
+            elif old.hash != e.hash or old.revision != e.revision:
+                self.changed.append(
+                    f"log/{h}: hash {old.hash[:12]} at revision {old.revision}, later "
+                    f"hash {e.hash[:12]} at revision {e.revision}"
+                )
+                self.entries[h] = e
+        self.pruned = max(self.pruned, other.pruned)
+        for c in other.corrupt:
+            if c not in self.corrupt:
+                self.corrupt.append(c)
+
+    @property
+    def head(self) -> int:
+        return max(self.entries, default=0)
+
+
+def read_etcd_log(client: EtcdClient, namespace: str, timeout: float = 10.0) -> EtcdLog:
+    """Read ``<ns>/log/`` and ``<ns>/pruned`` (paged, one revision) and decode every
+    entry with :func:`etcdraft.fsm.decode_state`."""
+    keys = Keys(namespace)
+    deadline = Deadline(timeout)
+    out = EtcdLog()
+    pruned = client.range(keys.pruned, None, deadline)
+    if pruned.kvs:
+        try:
+            out.pruned = int(pruned.kvs[0].value)
+        except ValueError:
+            out.corrupt.append(f"pruned marker {pruned.kvs[0].value!r}")
+    start, end, rev = keys.log_prefix, prefix_end(keys.log_prefix), 0
+    while True:
+        res = client.range(start, end, deadline, revision=rev, limit=500)
+        rev = rev or res.revision
+        for kv in res.kvs:
+            parsed = keys.parse(kv.key)
+            if parsed.kind != "log":
+                out.corrupt.append(f"unexpected key {kv.key!r}")
+                continue
+            try:
+                state = decode_state(kv.value)
+            except ValueError as exc:
+                out.corrupt.append(f"log/{parsed.number}: {exc}")
+                continue
+            if state.height != parsed.number:
+                out.corrupt.append(f"log/{parsed.number} holds height {state.height}")
+                continue
+            out.entries[parsed.number] = LogEntry(
+                state.hash.hex(), state.timestamp, kv.mod_revision
+            )
+        if not res.more or not res.kvs:
+            return out
+        start = res.kvs[-1].key + b"\x00"
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Parse a JSON-lines file; a torn last line (SIGKILL mid-write) is skipped."""
+    out: list[dict[str, Any]] = []
+    try:
+        data = path.read_text()
+    except FileNotFoundError:
+        return out
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+@dataclass
+class NodeRecords:
+    node: str
+    acks: list[dict[str, Any]]
+    applied: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+    def starts(self) -> list[float]:
+        return [e["t"] for e in self.events if e.get("ev") == "start"]
+
+    def lifetimes(self) -> list[tuple[float, bool, list[dict[str, Any]]]]:
+        """Per process lifetime (split at "start" events): start time, whether it
+        ended gracefully (a "stop" event), and its applied records."""
+        starts = self.starts() or [-math.inf]
+        bounds = [*starts[1:], math.inf]
+        out: list[tuple[float, bool, list[dict[str, Any]]]] = []
+        for s, e in zip(starts, bounds, strict=True):
+            graceful = any(ev.get("ev") == "stop" and s <= ev["t"] < e for ev in self.events)
+            recs = [r for r in self.applied if s <= r["t"] < e]
+            out.append((s, graceful, recs))
+        return out
+
+
+def load_records(record_dirs: Mapping[str, Path]) -> dict[str, NodeRecords]:
+    return {
+        node: NodeRecords(
+            node,
+            _read_jsonl(Path(d) / "acks.jsonl"),
+            _read_jsonl(Path(d) / "applied.jsonl"),
+            _read_jsonl(Path(d) / "events.jsonl"),
+        )
+        for node, d in record_dirs.items()
+    }
+
+
+# --------------------------------------------------------------------------- the judge
+
+
+@dataclass
+class KindStats:
+    faults: int = 0
+    acks_during: int = 0
+    violations: int = 0
+    worst_unavailable: float = 0.0  # seconds
+    worst_recovery: float = 0.0  # seconds from lifted to healed
+    worst_failover: float | None = None  # seconds to a new leader (leader faults)
+    unhealed: int = 0
+
+
+@dataclass
+class Verdict:
+    violations: list[Violation]
+    stats: dict[str, KindStats]
+    acks: int
+    heights: int
+    applied: int
+    unverified: int
+    faults: list[Fault]
+    pruned: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def table(self) -> str:
+        """The per-kind summary table (Markdown)."""
+        head = (
+            "| fault | faults | acks during | violations | worst unavailability (ms) | "
+            "worst failover (ms) | worst recovery (ms) |\n"
+            "|---|---:|---:|---:|---:|---:|---:|\n"
+        )
+        rows = []
+        for kind in [*FAULT_KINDS, *sorted(set(self.stats) - set(FAULT_KINDS))]:
+            st = self.stats.get(kind)
+            if st is None or not (st.faults or st.violations):
+                continue
+            failover = "-" if st.worst_failover is None else f"{st.worst_failover * 1000:.0f}"
+            rows.append(
+                f"| {kind} | {st.faults} | {st.acks_during} | {st.violations} | "
+                f"{st.worst_unavailable * 1000:.0f} | {failover} | "
+                f"{st.worst_recovery * 1000:.0f} |"
+            )
+        return head + "\n".join(rows) + "\n"
+
+    def report(self, limit: int = 40) -> str:
+        lines = [
+            f"{len(self.faults)} faults, {self.acks} acknowledged broadcasts over "
+            f"{self.heights} heights, {self.applied} applied records, "
+            f"{self.unverified} acknowledged heights pruned before any read (unverified); "
+            f"etcd pruned the log up to height {self.pruned}",
+            self.table(),
+        ]
+        if self.violations:
+            lines.append(f"{len(self.violations)} violation(s):")
+            lines += [f"  - {v}" for v in self.violations[:limit]]
+            if len(self.violations) > limit:
+                lines.append(f"  ... and {len(self.violations) - limit} more")
+        else:
+            lines.append("no violations")
+        return "\n".join(lines)
+
+
+def _fault_of(faults: Sequence[Fault], t: float | None, slack: float = 1.0) -> int | None:
+    if t is None:
+        return None
+    best = None
+    for i, f in enumerate(faults):
+        until = (f.healed if f.healed is not None else f.end) + slack
+        if f.start - 0.05 <= t <= until:
+            best = i
+    return best
+
+
+def judge(
+    record_dirs: Mapping[str, Path],
+    etcd_log: EtcdLog,
+    faults: Sequence[Fault] = (),
+    timing: Timing | None = None,
+    *,
+    final_head: int | None = None,
+    extra: Iterable[Violation] = (),
+) -> Verdict:
+    """Check the invariants over the record dirs (node id → dir) and the etcd log.
+
+    (a) no two different hashes acknowledged at one height, across all processes;
+    (b) every acknowledged block is in etcd, unchanged (heights pruned before any
+        read are counted as unverified, not as violations);
+    (c) along each process lifetime's apply stream, index and height strictly
+        increase, term never decreases, no height is skipped (unless pruned); a
+        lifetime that ended gracefully is continued by the next one;
+    (d) every applied block is the one in etcd; etcd's timestamps increase with height;
+    (e) recovery bounds: a new leader within ``failover_bound`` after the leader was
+        killed, stopped (SIGSTOP) or terminated; no acknowledgement later than
+        ``quorum_bound`` into a quorum loss; an acknowledgement within
+        ``production_back`` of quorum returning; a resumed stale leader acknowledges
+        nothing unless re-elected; every fault healed;
+    (f) with ``final_head``: every process applied up to it (its last lifetime).
+    """
+    timing = timing or Timing()
+    recs = load_records(record_dirs)
+    found: list[Violation] = list(extra)
+
+    def bad(check: str, message: str, t: float | None = None) -> None:
+        found.append(Violation(check, message, t, _fault_of(faults, t)))
+
+    entries, pruned = etcd_log.entries, etcd_log.pruned
+    for c in etcd_log.changed:
+        bad("etcd-log-changed", c)
+    for c in etcd_log.corrupt:
+        bad("etcd-log-corrupt", c)
+
+    # (a) + (b)
+    by_height: dict[int, dict[str, tuple[str, float]]] = defaultdict(dict)
+    all_acks: list[tuple[float, str, int]] = []
+    unverified = 0
+    for node, r in recs.items():
+        for a in r.acks:
+            h, hsh, t = int(a["h"]), str(a["hash"]), float(a["t"])
+            all_acks.append((t, node, h))
+            by_height[h].setdefault(hsh, (node, t))
+            e = entries.get(h)
+            if e is None:
+                if h <= pruned:
+                    unverified += 1
+                else:
+                    bad("lost-ack", f"{node} acknowledged height {h} ({hsh[:12]}), not in etcd", t)
+            elif e.hash != hsh:
+                bad(
+                    "altered-ack",
+                    f"{node} acknowledged height {h} as {hsh[:12]}, etcd holds {e.hash[:12]}",
+                    t,
+                )
+    for h, hashes in sorted(by_height.items()):
+        if len(hashes) > 1:
+            who = ", ".join(f"{n}:{x[:12]}" for x, (n, _) in hashes.items())
+            bad("double-sign", f"height {h} acknowledged with {len(hashes)} hashes ({who})",
+                max(t for _, t in hashes.values()))  # fmt: skip
+    all_acks.sort()
+
+    # (c) + (d)
+    applied_total = 0
+    for node, r in recs.items():
+        prev_life: tuple[bool, dict[str, Any] | None] | None = None
+        for start, graceful, stream in r.lifetimes():
+            applied_total += len(stream)
+            last: dict[str, Any] | None = None
+            if prev_life is not None and prev_life[0] and prev_life[1] is not None and stream:
+                last = prev_life[1]  # a graceful stop: the next lifetime continues it
+            for rec in stream:
+                h, i, term, t = int(rec["h"]), int(rec["i"]), int(rec["term"]), float(rec["t"])
+                if last is not None:
+                    ph, pi, pt = int(last["h"]), int(last["i"]), int(last["term"])
+                    where = f"{node} (lifetime from t={start:.3f})"
+                    if i <= pi:
+                        bad("apply-order", f"{where}: index {i} after {pi} (height {h})", t)
+                    if h <= ph:
+                        bad("apply-order", f"{where}: height {h} after {ph}", t)
+                    elif h != ph + 1 and h - 1 > pruned:
+                        bad("apply-gap", f"{where}: heights {ph + 1}..{h - 1} never applied", t)
+                    if term < pt:
+                        bad("apply-order", f"{where}: term {term} after {pt} (height {h})", t)
+                last = rec
+                e = entries.get(h)
+                if e is None:
+                    if h > pruned:
+                        bad("applied-not-in-etcd", f"{node} applied height {h}, not in etcd", t)
+                elif e.hash != rec["hash"]:
+                    bad(
+                        "applied-mismatch",
+                        f"{node} applied height {h} as {str(rec['hash'])[:12]}, etcd holds "
+                        f"{e.hash[:12]}",
+                        t,
+                    )
+            prev_life = (graceful, last)
+    prev_h: int | None = None
+    for h in sorted(entries):
+        if prev_h is not None and h == prev_h + 1:
+            if entries[h].timestamp <= entries[prev_h].timestamp:
+                bad("etcd-timestamp", f"timestamp of height {h} not above height {prev_h}")
+            if entries[h].revision <= entries[prev_h].revision:
+                bad("etcd-revision", f"log/{h} written before log/{prev_h}")
+        prev_h = h
+
+    # (e) recovery bounds
+    leader_events = sorted(
+        (float(e["t"]), node)
+        for node, r in recs.items()
+        for e in r.events
+        if e.get("ev") == "leader"
+    )
+    ack_times = [t for t, _, _ in all_acks]
+    stats: dict[str, KindStats] = {}
+    for idx, f in enumerate(faults):
+        st = stats.setdefault(f.kind, KindStats())
+        st.faults += 1
+        lifted = f.healed if f.healed is not None else f.end
+        lo, hi = bisect.bisect_left(ack_times, f.start), bisect.bisect_right(ack_times, lifted)
+        st.acks_during += hi - lo
+        if f.healed is None:
+            st.unhealed += 1
+            found.append(
+                Violation(
+                    "no-recovery",
+                    f"fault #{idx} {f.kind} on {f.target}: no recovery within "
+                    f"{timing.recovery_timeout:.0f}s of lifting it",
+                    f.end,
+                    idx,
+                )
+            )
+        else:
+            st.worst_recovery = max(st.worst_recovery, f.healed - f.end)
+        # worst unavailability: the longest gap between acknowledgements around it
+        first = max(0, lo - 1)
+        after = bisect.bisect_right(ack_times, f.end)
+        last_i = after if after < len(ack_times) else None
+        if last_i is None:
+            st.worst_unavailable = math.inf
+        else:
+            window = ack_times[first : last_i + 1]
+            gaps = [b - a for a, b in itertools.pairwise(window)]
+            if window and window[0] > f.start:
+                gaps.append(window[0] - f.start)
+            st.worst_unavailable = max([st.worst_unavailable, *gaps])
+        if f.kind in ("node_kill", "node_stop", "node_term") and f.was_leader:
+            other = f.kind == "node_stop"  # a stopped leader cannot re-elect itself
+            nxt = next(
+                (t for t, n in leader_events if t > f.start and not (other and n == f.target)),
+                None,
+            )
+            delay = None if nxt is None else nxt - f.start
+            if delay is not None:
+                st.worst_failover = max(st.worst_failover or 0.0, delay)
+            if delay is None or delay > timing.failover_bound:
+                shown = "no new leader" if delay is None else f"a new leader after {delay:.3f}s"
+                found.append(
+                    Violation(
+                        "slow-failover",
+                        f"fault #{idx} {f.kind} of leader {f.target}: {shown} "
+                        f"(bound {timing.failover_bound:.3g}s)",
+                        f.start,
+                        idx,
+                    )
+                )
+        if f.kind == "node_stop":
+            # the stale leader, resumed, must not acknowledge anything unless re-elected
+            r = recs.get(f.target)
+            if r is not None:
+                grace = f.end + timing.quorum_bound
+                again = next((t for t, n in leader_events if n == f.target and t > f.end), math.inf)
+                for a in r.acks:
+                    if grace < a["t"] < again:
+                        found.append(
+                            Violation(
+                                "stale-leader-ack",
+                                f"fault #{idx}: {f.target} acknowledged height {a['h']} "
+                                f"{a['t'] - f.end:.3f}s after SIGCONT without being re-elected",
+                                a["t"],
+                                idx,
+                            )
+                        )
+                        break
+        if f.kind == "quorum_loss":
+            cutoff = f.start + timing.quorum_bound
+            late = [a for a in all_acks if cutoff < a[0] <= f.end]
+            if late:
+                t, node, h = late[0]
+                found.append(
+                    Violation(
+                        "ack-without-quorum",
+                        f"fault #{idx}: {len(late)} broadcast(s) acknowledged after quorum loss, "
+                        f"first {node} height {h} at +{t - f.start:.3f}s "
+                        f"(bound {timing.quorum_bound:.3g}s)",
+                        t,
+                        idx,
+                    )
+                )
+            back = next((t for t in ack_times if t > f.end), None)
+            if back is None or back - f.end > timing.production_back:
+                shown = "none" if back is None else f"after {back - f.end:.3f}s"
+                found.append(
+                    Violation(
+                        "slow-production",
+                        f"fault #{idx}: first block after quorum returned: {shown} "
+                        f"(bound {timing.production_back:.3g}s)",
+                        f.end,
+                        idx,
+                    )
+                )
+
+    # (f) convergence
+    if final_head is not None:
+        for node, r in recs.items():
+            lives = r.lifetimes()
+            stream = lives[-1][2] if lives else []
+            top = max((int(x["h"]) for x in stream), default=0)
+            if top < final_head:
+                bad("not-converged", f"{node} applied up to height {top}, etcd head {final_head}")
+
+    for v in found:
+        if v.fault is not None and 0 <= v.fault < len(faults):
+            stats.setdefault(faults[v.fault].kind, KindStats()).violations += 1
+        else:
+            stats.setdefault("(outside faults)", KindStats()).violations += 1
+    return Verdict(
+        violations=found,
+        stats=stats,
+        acks=len(all_acks),
+        heights=len(by_height),
+        applied=applied_total,
+        unverified=unverified,
+        faults=list(faults),
+        pruned=pruned,
+    )
+
+
+# --------------------------------------------------------------------------- processes
+
+_PR_SET_PDEATHSIG = 1
+_live: set[subprocess.Popen[bytes]] = set()
+_live_lock = threading.Lock()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    with _live_lock:
+        procs = list(_live)
+    for p in procs:
+        with contextlib.suppress(OSError):
+            p.kill()
+            p.send_signal(signal.SIGCONT)
+
+
+class _Tail:
+    """Reads the complete lines appended to a JSON-lines file since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.records: list[dict[str, Any]] = []
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        new = []
+        for line in data[: end + 1].splitlines():
+            with contextlib.suppress(ValueError):
+                new.append(json.loads(line))
+        self.records += new
+        return new
+
+
+class NodeProc:
+    """One toy node process (restartable with the same record and raft dirs)."""
+
+    def __init__(self, node_id: str, argv: list[str], record_dir: Path, env: dict[str, str]):
+        self.node_id = node_id
+        self.argv = argv
+        self.record_dir = record_dir
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        #: monotonic; role() and applied_height() ignore records older than this (the
+        #: current process's start, or a resumed leader's SIGCONT)
+        self.started_at = math.inf
+        self.stopped = False  # SIGSTOPped
+        self.lifetimes = 0
+        self.unexpected_exits: list[tuple[float, int]] = []
+        self.acks = _Tail(record_dir / "acks.jsonl")
+        self.events = _Tail(record_dir / "events.jsonl")
+        self.applied = _Tail(record_dir / "applied.jsonl")
+
+    @property
+    def log_path(self) -> Path:
+        return self.record_dir / "node.log"
+
+    def start(self) -> None:
+        assert not self.running(), f"{self.node_id} already running"
+        self.record_dir.mkdir(parents=True, exist_ok=True)
+        main = threading.current_thread() is threading.main_thread()
+        self.started_at = time.monotonic()
+        with open(self.log_path, "ab") as logfile:
+            logfile.write(f"--- start at t={time.monotonic():.3f}\n".encode())
+            logfile.flush()
+            proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                preexec_fn=_die_with_parent if main else None,
+            )
+        with _live_lock:
+            _live.add(proc)
+        self.proc = proc
+        self.stopped = False
+        self.lifetimes += 1
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+        self._signal(signal.SIGCONT)
+        self._reap(10.0)
+        self.stopped = False
+
+    def terminate(self, timeout: float) -> bool:
+        """SIGTERM (graceful); True if it exited within ``timeout``, else SIGKILL."""
+        self._signal(signal.SIGTERM)
+        if self.stopped:
+            self._signal(signal.SIGCONT)
+            self.stopped = False
+        if self._reap(timeout):
+            return True
+        self.kill()
+        return False
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+        self.stopped = True
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+        self.stopped = False
+
+    def _reap(self, timeout: float) -> bool:
+        proc = self.proc
+        if proc is None:
+            return True
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        with _live_lock:
+            _live.discard(proc)
+        return True
+
+    def poll(self) -> None:
+        self.acks.poll()
+        self.events.poll()
+        self.applied.poll()
+
+    def role(self) -> str | None:
+        """The role last recorded by the running process (None if not running)."""
+        if not self.running() or self.stopped:
+            return None
+        for e in reversed(self.events.records):
+            if e["t"] < self.started_at:
+                return None
+            if e.get("ev") in ROLE_EVENTS:
+                return str(e["ev"])
+        return None
+
+    def applied_height(self) -> int:
+        """Highest height applied in the current lifetime."""
+        since = self.started_at
+        return max((int(r["h"]) for r in self.applied.records if r["t"] >= since), default=0)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class ChaosRun:
+    """Three toy node processes over a private 3-member etcd, and a fault schedule.
+
+    Use as a context manager::
+
+        with ChaosRun(seed=7) as run:
+            run.run(duration=40)
+            verdict = run.finish()
+        assert verdict.ok, verdict.report()
+
+    Args:
+        seed: seeds ``random.Random`` for the schedule (kinds, targets, durations).
+        timing: node timing and judge bounds.
+        base_dir: where records, node logs and etcd data go (default: a new temp dir).
+        kinds: fault kinds to draw from.
+        quiet: (min, max) seconds of normal operation between faults.
+        say: progress printer (``print`` by default; None for silence).
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        *,
+        timing: Timing | None = None,
+        base_dir: str | os.PathLike[str] | None = None,
+        kinds: Sequence[str] = FAULT_KINDS,
+        quiet: tuple[float, float] = (0.3, 1.0),
+        namespace: str = "/etcdraft-chaos/run",
+        say: Callable[[str], None] | None = print,
+    ) -> None:
+        unknown = set(kinds) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {FAULT_KINDS}")
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.timing = timing or Timing()
+        self.kinds = tuple(kinds)
+        self.quiet = quiet
+        self.namespace = namespace
+        self._say = say
+        self.base = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="etcdraft-chaos-"))
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.cluster: EtcdCluster | None = None
+        self.client: EtcdClient | None = None
+        self.nodes: dict[str, NodeProc] = {}
+        self.faults: list[Fault] = []
+        self.harness_violations: list[Violation] = []
+        self.archive = EtcdLog()
+        self.verdict: Verdict | None = None
+        self._plan: list[str] = []
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def say(self, msg: str) -> None:
+        if self._say is not None:
+            self._say(f"[chaos t={time.monotonic():.3f}] {msg}")
+
+    def record_dirs(self) -> dict[str, Path]:
+        return {nid: self.base / nid for nid in NODE_IDS}
+
+    def __enter__(self) -> ChaosRun:
+        try:
+            self.start()
+        except BaseException:
+            self.close(passed=False)
+            raise
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        passed = exc_type is None and self.verdict is not None and self.verdict.ok
+        self.close(passed=passed)
+
+    def start(self) -> None:
+        self.say(f"seed {self.seed}; records and etcd data in {self.base}")
+        self.cluster = EtcdCluster(size=3, data_dir=self.base / "etcd", keep_data=True)
+        self.cluster.start()
+        self.client = EtcdClient(self.cluster.endpoints, name="chaos-judge")
+        peers = ",".join(f"{nid}@127.0.0.1:{7100 + i}" for i, nid in enumerate(NODE_IDS))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDRAFT_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        for nid in NODE_IDS:
+            rd = self.base / nid
+            argv = [
+                sys.executable, "-m", "etcdraft.toy",
+                "--node-id", nid,
+                "--endpoints", ",".join(self.cluster.endpoints),
+                "--namespace", self.namespace,
+                "--peers", peers,
+                "--bootstrap",
+                "--raft-dir", str(rd / "raft"),
+                "--record-dir", str(rd),
+                "--log-level", "INFO",
+                *self.timing.toy_args(),
+            ]  # fmt: skip
+            self.nodes[nid] = NodeProc(nid, argv, rd, env)
+        for node in self.nodes.values():
+            node.start()
+        t0 = time.monotonic()
+        if not self._wait(lambda: self._healthy_nodes() and self._acks_after(t0), 30.0):
+            raise RuntimeError(f"the toy cluster did not start producing blocks; see {self.base}")
+        self.say(f"3 nodes producing; leader {self.leader()}")
+
+    def close(self, *, passed: bool, keep: bool = False) -> None:
+        """Kill everything; remove the directory when ``passed`` (unless ``keep``),
+        else print the seed and where the directory is."""
+        if self._closed:
+            return
+        self._closed = True
+        for node in self.nodes.values():
+            node.kill()
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+        if passed and not keep:
+            shutil.rmtree(self.base, ignore_errors=True)
+        elif passed:
+            print(f"chaos run passed; directory kept: {self.base}", flush=True)
+        else:
+            print(
+                f"\nCHAOS RUN FAILED: seed={self.seed} (rerun with ETCDRAFT_CHAOS_SEED="
+                f"{self.seed}); records, node logs and etcd logs kept in {self.base}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    # -- observation ------------------------------------------------------------
+
+    def _poll(self) -> None:
+        for node in self.nodes.values():
+            node.poll()
+            proc = node.proc
+            if proc is not None and proc.poll() is not None and proc in _live:
+                # a node process ended without the harness asking
+                with _live_lock:
+                    _live.discard(proc)
+                t = time.monotonic()
+                node.unexpected_exits.append((t, proc.returncode))
+                self.harness_violations.append(
+                    Violation(
+                        "process-exit",
+                        f"{node.node_id} exited by itself with code {proc.returncode} "
+                        f"(see {node.log_path})",
+                        t,
+                        _fault_of(self.faults, t),
+                    )
+                )
+                node.start()
+
+    def _wait(self, pred: Callable[[], object], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._poll()
+            if pred():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+    def leader(self) -> str | None:
+        self._poll()
+        leaders = [nid for nid, n in self.nodes.items() if n.role() == "leader"]
+        return leaders[0] if len(leaders) == 1 else None
+
+    def _leader_after(self, t: float, exclude: str | None = None) -> bool:
+        return any(
+            e.get("ev") == "leader" and e["t"] > t
+            for nid, n in self.nodes.items()
+            if nid != exclude
+            for e in n.events.records
+        )
+
+    def _acks_after(self, t: float) -> bool:
+        return any(a["t"] > t for n in self.nodes.values() for a in n.acks.records[-5:])
+
+    def _healthy_nodes(self) -> bool:
+        return all(
+            n.running() and not n.stopped and n.role() in ("leader", "follower")
+            for n in self.nodes.values()
+        )
+
+    def _healthy_etcd(self) -> bool:
+        assert self.cluster is not None
+        return all(m.is_running() and not m.paused and m.health(0.5) for m in self.cluster)
+
+    def _archive(self) -> None:
+        assert self.client is not None
+        try:
+            self.archive.merge(read_etcd_log(self.client, self.namespace, timeout=5.0))
+        except EtcdraftError as exc:
+            self.say(f"archive read failed (retried after the next fault): {exc}")
+
+    # -- faults -----------------------------------------------------------------
+
+    def next_kind(self) -> str:
+        """Kinds in rounds: each round is a seeded shuffle of every kind, so a short
+        run still sees each one."""
+        if not self._plan:
+            self._plan = list(self.kinds)
+            self.rng.shuffle(self._plan)
+        return self._plan.pop(0)
+
+    def _pick_node(self, leader_bias: float) -> tuple[str, bool]:
+        leader = self.leader()
+        if leader is not None and self.rng.random() < leader_bias:
+            return leader, True
+        nid = self.rng.choice(NODE_IDS)
+        return nid, nid == leader
+
+    def _members(self) -> list[EtcdMember]:
+        assert self.cluster is not None
+        return list(self.cluster.members)
+
+    def inject(self, kind: str) -> Fault:
+        """Inject one fault, lift it, wait (bounded) for recovery; returns the record."""
+        assert self.cluster is not None
+        rng, tm = self.rng, self.timing
+        fault: Fault
+        if kind == "node_kill":
+            nid, was_leader = self._pick_node(2 / 3)
+            node = self.nodes[nid]
+            start = time.monotonic()
+            node.kill()
+            if was_leader:
+                self._wait(lambda: self._leader_after(start, nid), tm.failover_bound + 2)
+            time.sleep(rng.uniform(0.1, 0.8))
+            node.start()
+            fault = Fault(kind, nid, start, time.monotonic(), was_leader=was_leader)
+        elif kind == "node_stop":
+            nid, was_leader = self._pick_node(3 / 4)
+            node = self.nodes[nid]
+            start = time.monotonic()
+            node.pause()
+            floor = tm.election_timeout + rng.uniform(0.2, 0.8)
+            if was_leader:  # keep it stopped until a successor leads: the stale-leader case
+                self._wait(lambda: self._leader_after(start, nid), tm.failover_bound + 2)
+            time.sleep(max(0.0, start + floor - time.monotonic()) + rng.uniform(0.05, 0.4))
+            node.resume()
+            if was_leader:  # healed once it recorded its new role (lost, then follower)
+                node.started_at = time.monotonic()
+            fault = Fault(kind, nid, start, time.monotonic(), was_leader=was_leader)
+        elif kind == "node_term":
+            nid, was_leader = self._pick_node(1 / 2)
+            node = self.nodes[nid]
+            start = time.monotonic()
+            grace = 5 * tm.send_timeout + 10
+            if not node.terminate(grace):
+                t = time.monotonic()
+                self.harness_violations.append(
+                    Violation(
+                        "hung-stop",
+                        f"{nid} did not exit within {grace:.0f}s of SIGTERM",
+                        t,
+                        len(self.faults),
+                    )
+                )
+            time.sleep(rng.uniform(0.1, 0.8))
+            node.start()
+            fault = Fault(kind, nid, start, time.monotonic(), was_leader=was_leader)
+        elif kind == "etcd_kill":
+            leader = self.cluster.leader()
+            m = rng.choice([x for x in self._members() if x is not leader])
+            start = time.monotonic()
+            m.kill()
+            time.sleep(rng.uniform(0.5, 2.0))
+            m.restart(wait=True, timeout=tm.recovery_timeout)
+            fault = Fault(kind, m.name, start, time.monotonic())
+        elif kind == "etcd_pause":
+            m = rng.choice(self._members())
+            start = time.monotonic()
+            m.pause()
+            time.sleep(rng.uniform(0.5, 2.5))
+            m.resume()
+            fault = Fault(kind, m.name, start, time.monotonic())
+        elif kind == "etcd_leader_kill":
+            m = self.cluster.leader()
+            start = time.monotonic()
+            m.kill()
+            time.sleep(rng.uniform(0.5, 2.0))
+            m.restart(wait=True, timeout=tm.recovery_timeout)
+            fault = Fault(kind, m.name, start, time.monotonic())
+        elif kind == "quorum_loss":
+            pair = rng.sample(self._members(), 2)
+            pair[0].pause()
+            pair[1].pause()
+            start = time.monotonic()
+            time.sleep(rng.uniform(2.0, 3.5))
+            pair[0].resume()
+            pair[1].resume()
+            fault = Fault(kind, f"{pair[0].name}+{pair[1].name}", start, time.monotonic())
+        else:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        lifted = fault.end
+        if self._wait(
+            lambda: self._healthy_etcd() and self._healthy_nodes() and self._acks_after(lifted),
+            tm.recovery_timeout,
+        ):
+            fault.healed = time.monotonic()
+        self.faults.append(fault)
+        self._archive()
+        return fault
+
+    def run(self, *, duration: float | None = None, faults: int | None = None) -> None:
+        """Inject faults until ``duration`` seconds passed or ``faults`` were injected
+        (whichever comes first); stops early after a fault that did not heal."""
+        if duration is None and faults is None:
+            raise ValueError("give duration or faults")
+        until = time.monotonic() + duration if duration is not None else math.inf
+        count = 0
+        while time.monotonic() < until and (faults is None or count < faults):
+            time.sleep(self.rng.uniform(*self.quiet))
+            kind = self.next_kind()
+            f = self.inject(kind)
+            count += 1
+            healed = (
+                f"healed in {(f.healed - f.end) * 1000:.0f} ms"
+                if f.healed is not None
+                else "NOT HEALED"
+            )
+            self.say(
+                f"fault #{len(self.faults) - 1} {f.kind} on {f.target}"
+                f"{' (leader)' if f.was_leader else ''}: {(f.end - f.start) * 1000:.0f} ms, "
+                f"{healed}"
+            )
+            if f.healed is None:
+                self.say("stopping the schedule: the cluster did not recover")
+                break
+
+    def finish(self) -> Verdict:
+        """Wait for every node to apply etcd's head, stop the nodes gracefully, read
+        the log from etcd and judge. The verdict is also kept in ``self.verdict``."""
+        assert self.client is not None
+        head = 0
+        with contextlib.suppress(EtcdraftError):
+            head = read_etcd_log(self.client, self.namespace).head
+        self._wait(
+            lambda: all(n.applied_height() >= head for n in self.nodes.values()),
+            self.timing.recovery_timeout,
+        )
+        for node in self.nodes.values():
+            node._signal(signal.SIGTERM)
+        for node in self.nodes.values():
+            if not node.terminate(5 * self.timing.send_timeout + 10):
+                self.harness_violations.append(
+                    Violation("hung-stop", f"{node.node_id} did not exit after the run's SIGTERM")
+                )
+            node.poll()
+        self._archive()
+        dump = {
+            "seed": self.seed,
+            "timing": self.timing.__dict__,
+            "faults": [f.as_dict() for f in self.faults],
+        }
+        (self.base / "faults.json").write_text(json.dumps(dump, indent=1))
+        self.verdict = judge(
+            self.record_dirs(),
+            self.archive,
+            self.faults,
+            self.timing,
+            final_head=head,
+            extra=self.harness_violations,
+        )
+        return self.verdict

@@ -1,0 +1,272 @@
+"""Unit tests of the chaos judge (``chaos_harness.judge``) on synthetic records: it
+must pass a clean history and catch each kind of violation (double sign, lost or
+altered acknowledgement, disordered or gapped apply stream, applied block not the
+stored one, slow failover, acknowledgements without quorum, slow recovery of
+production, a stale leader acknowledging, a node that never caught up)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chaos_harness import EtcdLog, Fault, LogEntry, Timing, Verdict, judge
+
+TIMING = Timing()  # election 1 s, send 0.5 s: failover bound 2 s, quorum bound 1 s
+
+
+def h(height: int, salt: str = "") -> str:
+    return hashlib.sha256(f"block-{height}{salt}".encode()).hexdigest()
+
+
+def etcd_log(heights: Iterable[int], pruned: int = 0) -> EtcdLog:
+    return EtcdLog(
+        entries={x: LogEntry(h(x), 1000 + x, 100 + x) for x in heights},
+        pruned=pruned,
+    )
+
+
+class History:
+    """Builds record dirs: ``History(tmp_path).node("n0").start(0).apply(...)``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dirs: dict[str, Path] = {}
+
+    def node(self, nid: str) -> NodeHistory:
+        d = self.root / nid
+        d.mkdir(parents=True, exist_ok=True)
+        self.dirs[nid] = d
+        return NodeHistory(d)
+
+
+class NodeHistory:
+    def __init__(self, d: Path) -> None:
+        self.d = d
+
+    def _write(self, name: str, rec: dict[str, Any]) -> NodeHistory:
+        with open(self.d / f"{name}.jsonl", "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        return self
+
+    def event(self, ev: str, t: float) -> NodeHistory:
+        return self._write("events", {"ev": ev, "t": t})
+
+    def ack(self, height: int, t: float, salt: str = "") -> NodeHistory:
+        return self._write("acks", {"h": height, "hash": h(height, salt), "ts": height, "t": t})
+
+    def apply(
+        self, height: int, t: float, *, index: int | None = None, term: int = 1, salt: str = ""
+    ) -> NodeHistory:
+        i = 100 + height if index is None else index
+        return self._write(
+            "applied", {"i": i, "term": term, "h": height, "hash": h(height, salt), "t": t}
+        )
+
+    def applies(self, heights: Iterable[int], t0: float, term: int = 1) -> NodeHistory:
+        for k, x in enumerate(heights):
+            self.apply(x, t0 + k * 0.02, term=term)
+        return self
+
+
+def clean(tmp_path: Path, top: int = 20) -> History:
+    """n0 leads and acknowledges 1..top; n1, n2 follow; everyone applies 1..top."""
+    hist = History(tmp_path)
+    n0 = hist.node("n0").event("start", 0.0).event("leader", 0.1)
+    for x in range(1, top + 1):
+        n0.ack(x, 0.1 + x * 0.02)
+    for nid in ("n0", "n1", "n2"):
+        node = hist.node(nid)
+        if nid != "n0":
+            node.event("start", 0.0).event("follower", 0.1)
+        node.applies(range(1, top + 1), 0.11)
+    return hist
+
+
+def checks(verdict: Verdict) -> set[str]:
+    return {v.check for v in verdict.violations}
+
+
+def test_clean_history_passes(tmp_path: Path) -> None:
+    hist = clean(tmp_path)
+    verdict = judge(hist.dirs, etcd_log(range(1, 21)), [], TIMING, final_head=20)
+    assert verdict.ok, verdict.report()
+    assert (verdict.acks, verdict.heights, verdict.applied) == (20, 20, 60)
+
+
+def test_double_sign_is_caught(tmp_path: Path) -> None:
+    hist = clean(tmp_path)
+    # a stale leader acknowledges another block at height 7
+    hist.node("n1").ack(7, 5.0, salt="stale")
+    verdict = judge(hist.dirs, etcd_log(range(1, 21)), [], TIMING)
+    assert "double-sign" in checks(verdict), verdict.report()
+    assert any("height 7" in v.message for v in verdict.violations)
+
+
+def test_lost_and_altered_acks_are_caught(tmp_path: Path) -> None:
+    hist = clean(tmp_path)
+    hist.node("n0").ack(21, 1.0)  # acknowledged, never in etcd
+    log = etcd_log(range(1, 21))
+    log.entries[5] = LogEntry(h(5, "other"), 1005, 105)  # replaced in etcd
+    verdict = judge(hist.dirs, log, [], TIMING)
+    assert {"lost-ack", "altered-ack"} <= checks(verdict), verdict.report()
+    assert any("height 21" in v.message for v in verdict.violations if v.check == "lost-ack")
+
+
+def test_acks_below_the_pruned_marker_are_unverified_not_lost(tmp_path: Path) -> None:
+    hist = clean(tmp_path)
+    verdict = judge(hist.dirs, etcd_log(range(11, 21), pruned=10), [], TIMING)
+    assert verdict.ok, verdict.report()
+    assert verdict.unverified == 10
+
+
+def test_etcd_value_changing_between_reads_is_caught() -> None:
+    archive = etcd_log(range(1, 5))
+    later = etcd_log(range(1, 6))
+    later.entries[3] = LogEntry(h(3, "rewritten"), 1003, 999)
+    archive.merge(later)
+    assert archive.changed and "log/3" in archive.changed[0]
+    assert archive.head == 5
+
+
+@pytest.mark.parametrize(
+    ("bad_record", "check"),
+    [
+        ({"height": 10, "index": 105}, "apply-order"),  # index goes backwards
+        ({"height": 9}, "apply-order"),  # height repeats
+        ({"height": 10, "term": 0}, "apply-order"),  # term decreases
+        ({"height": 12}, "apply-gap"),  # height 10, 11 skipped
+    ],
+)
+def test_out_of_order_apply_stream_is_caught(
+    tmp_path: Path, bad_record: dict[str, int], check: str
+) -> None:
+    hist = History(tmp_path)
+    node = hist.node("n1").event("start", 0.0).event("follower", 0.1)
+    node.applies(range(1, 10), 0.2)
+    node.apply(
+        bad_record["height"],
+        1.0,
+        index=bad_record.get("index"),
+        term=bad_record.get("term", 1),
+    )
+    verdict = judge(hist.dirs, etcd_log(range(1, 21)), [], TIMING)
+    assert check in checks(verdict), verdict.report()
+
+
+def test_restart_after_a_kill_may_reapply_but_after_a_graceful_stop_must_continue(
+    tmp_path: Path,
+) -> None:
+    hist = History(tmp_path)
+    # lifetime 1 killed after applying 1..10; lifetime 2 resumes from an older snapshot
+    node = hist.node("n1").event("start", 0.0).event("follower", 0.1)
+    node.applies(range(1, 11), 0.2)
+    node.event("start", 2.0).event("follower", 2.1).applies(range(8, 16), 2.2)
+    assert judge(hist.dirs, etcd_log(range(1, 21)), [], TIMING).ok
+
+    hist2 = History(tmp_path / "graceful")
+    node = hist2.node("n1").event("start", 0.0).event("follower", 0.1)
+    node.applies(range(1, 11), 0.2).event("stop", 1.0)
+    node.event("start", 2.0).event("follower", 2.1).applies(range(8, 16), 2.2)
+    verdict = judge(hist2.dirs, etcd_log(range(1, 21)), [], TIMING)
+    assert "apply-order" in checks(verdict), verdict.report()
+
+
+def test_applied_block_not_in_etcd_is_caught(tmp_path: Path) -> None:
+    hist = History(tmp_path)
+    node = hist.node("n2").event("start", 0.0)
+    node.applies(range(1, 5), 0.1).apply(5, 0.5, salt="forged")
+    verdict = judge(hist.dirs, etcd_log(range(1, 6)), [], TIMING)
+    assert "applied-mismatch" in checks(verdict), verdict.report()
+
+
+def test_etcd_timestamps_must_increase(tmp_path: Path) -> None:
+    log = etcd_log(range(1, 6))
+    log.entries[4] = LogEntry(h(4), 1, 104)
+    verdict = judge(History(tmp_path).dirs, log, [], TIMING)
+    assert "etcd-timestamp" in checks(verdict)
+
+
+@pytest.mark.parametrize(
+    ("new_leader_after", "ok"), [(0.9, True), (1.99, True), (2.5, False), (None, False)]
+)
+def test_slow_failover_is_caught(tmp_path: Path, new_leader_after: float | None, ok: bool) -> None:
+    hist = clean(tmp_path)
+    kill = 10.0
+    if new_leader_after is not None:
+        hist.node("n1").event("leader", kill + new_leader_after)
+    fault = Fault("node_kill", "n0", kill, kill + 0.5, healed=kill + 3.0, was_leader=True)
+    verdict = judge(hist.dirs, etcd_log(range(1, 21)), [fault], TIMING)
+    assert verdict.ok is ok, verdict.report()
+    if not ok:
+        assert checks(verdict) == {"slow-failover"}
+        assert verdict.violations[0].fault == 0
+        assert verdict.stats["node_kill"].violations == 1
+
+
+def test_stopped_leader_must_be_replaced_by_another_node(tmp_path: Path) -> None:
+    hist = clean(tmp_path)
+    # only the stopped leader itself "leads" again (after SIGCONT): not a failover
+    hist.node("n0").event("leader", 12.5)
+    fault = Fault("node_stop", "n0", 10.0, 12.0, healed=12.6, was_leader=True)
+    verdict = judge(hist.dirs, etcd_log(range(1, 21)), [fault], TIMING)
+    assert "slow-failover" in checks(verdict), verdict.report()
+
+
+def test_stale_leader_acknowledging_after_sigcont_is_caught(tmp_path: Path) -> None:
+    hist = clean(tmp_path, top=30)
+    hist.node("n1").event("leader", 11.0)
+    fault = Fault("node_stop", "n0", 10.0, 12.0, healed=12.5, was_leader=True)
+    # an in-flight reply right after SIGCONT is fine; one 2 s later is not
+    hist.node("n0").ack(21, 12.1).ack(22, 14.0)
+    verdict = judge(hist.dirs, etcd_log(range(1, 31)), [fault], TIMING)
+    assert checks(verdict) == {"stale-leader-ack"}, verdict.report()
+    assert "height 22" in verdict.violations[0].message
+
+
+def test_quorum_loss_bounds(tmp_path: Path) -> None:
+    hist = clean(tmp_path, top=40)
+    loss, back = 10.0, 13.0
+    fault = Fault("quorum_loss", "m0+m1", loss, back, healed=back + 1.0)
+    n0 = hist.node("n0")
+    n0.ack(21, loss + 0.3)  # committed just before: acknowledged within send_timeout
+    n0.ack(22, back + 0.8)  # production back quickly
+    log = etcd_log(range(1, 41))
+    assert judge(hist.dirs, log, [fault], TIMING).ok
+
+    n0.ack(23, loss + 1.2)  # acknowledged without quorum, past send_timeout + margin
+    verdict = judge(hist.dirs, log, [fault], TIMING)
+    assert checks(verdict) == {"ack-without-quorum"}, verdict.report()
+
+
+def test_slow_production_after_quorum_returns_is_caught(tmp_path: Path) -> None:
+    hist = clean(tmp_path, top=40)
+    fault = Fault("quorum_loss", "m0+m1", 10.0, 13.0, healed=30.0)
+    hist.node("n0").ack(21, 13.0 + 11.0)
+    verdict = judge(hist.dirs, etcd_log(range(1, 41)), [fault], TIMING)
+    assert checks(verdict) == {"slow-production"}, verdict.report()
+
+
+def test_unhealed_fault_and_lagging_node_are_caught(tmp_path: Path) -> None:
+    hist = clean(tmp_path)
+    hist.node("n0").applies(range(21, 26), 3.0)
+    fault = Fault("etcd_kill", "m1", 5.0, 6.0, healed=None)
+    verdict = judge(hist.dirs, etcd_log(range(1, 26)), [fault], TIMING, final_head=25)
+    assert checks(verdict) == {"no-recovery", "not-converged"}, verdict.report()
+    lagging = {v.message.split()[0] for v in verdict.violations if v.check == "not-converged"}
+    assert lagging == {"n1", "n2"}
+
+
+def test_torn_last_line_is_tolerated_and_table_renders(tmp_path: Path) -> None:
+    hist = clean(tmp_path)
+    with open(hist.dirs["n1"] / "applied.jsonl", "a") as fh:
+        fh.write('{"i": 200, "term": 1, "h"')  # SIGKILL mid-write
+    faults = [Fault("etcd_pause", "m2", 0.2, 0.4, healed=0.45)]
+    verdict = judge(hist.dirs, etcd_log(range(1, 21)), faults, TIMING, final_head=20)
+    assert verdict.ok, verdict.report()
+    table = verdict.table()
+    assert "| etcd_pause | 1 |" in table
+    assert "no violations" in verdict.report()

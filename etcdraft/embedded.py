@@ -212,6 +212,15 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+def _proc_state(pid: int) -> str | None:
+    """The one-letter state of a process from /proc (None if unknown/not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 class EtcdMember:
     """One etcd process of an :class:`EtcdCluster`. Create through the cluster."""
 
@@ -380,12 +389,18 @@ class EtcdMember:
         if wait:
             self.wait_ready(timeout)
 
-    def pause(self) -> None:
-        """SIGSTOP the process: it keeps its sockets but answers nothing."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """SIGSTOP the process: it keeps its sockets but answers nothing. Returns once
+        the kernel reports the process stopped (signals are delivered asynchronously)."""
         with self._lock:
             proc = self._require_running()
             proc.send_signal(signal.SIGSTOP)
             self._paused = True
+            deadline = time.monotonic() + timeout
+            while _proc_state(proc.pid) not in ("T", "t", None):
+                if time.monotonic() >= deadline:
+                    raise EmbeddedEtcdError(f"{self.name} did not stop within {timeout}s")
+                self.cluster._stop_event.wait(0.002)
 
     def resume(self) -> None:
         """SIGCONT a paused process."""

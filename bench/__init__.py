@@ -1,0 +1,1 @@
+"""etcdraft benchmarks: ``python -m bench`` (see docs/benchmarks.md)."""

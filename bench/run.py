@@ -143,11 +143,11 @@ def bench_broadcast(
             procs[side] = (sender, receivers)
         for sender, receivers in procs.values():
             for c in [sender, *receivers]:
-                wait_for(
-                    lambda c=c: c.call("status", timeout=60).get("ready", True),
-                    20,
-                    f"{c.name} ready",
-                )
+
+                def ready(c: Child = c) -> bool:
+                    return bool(c.call("status", timeout=60).get("ready", True))
+
+                wait_for(ready, 20, f"{c.name} ready")
 
         def one_run(side: str, n: int, interval: float, tag: str) -> dict[str, Any]:
             sender, receivers = procs[side]
@@ -414,7 +414,10 @@ class Group:
                         best = (nid, float(a), float(b))
             return best
 
-        return wait_for(find, timeout, f"{self.name}: first broadcast of a new leader", 0.005)
+        found: tuple[str, float, float] = wait_for(
+            find, timeout, f"{self.name}: first broadcast of a new leader", 0.005
+        )
+        return found
 
     def leader_event_after(self, t0: float, nid: str) -> float | None:
         tail = self.events[nid]

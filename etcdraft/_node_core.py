@@ -78,6 +78,9 @@ class NodeCore:
     def _refresh_leadership(self) -> None:
         raise NotImplementedError
 
+    def _read_view(self, client: EtcdClient, deadline: Deadline) -> View:
+        raise NotImplementedError
+
     # -- shared helpers ----------------------------------------------------------------
 
     def _require_client(self) -> EtcdClient:

@@ -13,11 +13,9 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from typing import Any
 
 from etcdraft._deadline import Deadline
 from etcdraft._node_core import NodeCore
-from etcdraft.config import parse_peer
 from etcdraft.errors import (
     ConfigError,
     EtcdraftError,
@@ -29,12 +27,12 @@ from etcdraft.etcd import (
     cmp_create,
     cmp_lease,
     cmp_mod,
-    cmp_value,
     op_delete,
     op_put,
     op_range,
     prefix_end,
 )
+from etcdraft.membership import add_member, check_member_id, remove_member
 from etcdraft.view import Candidate, View
 
 __all__ = ["ElectionMixin"]
@@ -55,31 +53,10 @@ class ElectionMixin(NodeCore):
             ConfigError: empty or malformed id or address (also a ``ValueError``).
             EtcdUnavailableError: etcd did not answer in time.
         """
-        parse_peer(f"{node_id}@{addr}")  # same rules as Config.peers
         client = self._require_client()
         deadline = Deadline(self._config.send_timeout * 3, self._stopping)
-        while True:
-            res = client.range(
-                self._keys.members_prefix, prefix_end(self._keys.members_prefix), deadline
-            )
-            current = {self._keys.parse(kv.key).name: kv for kv in res.kvs}
-            if node_id in current and current[node_id].value == addr.encode():
-                return
-            compare: list[dict[str, Any]] = []
-            ops: list[dict[str, Any]] = []
-            for other, kv in current.items():
-                if other != node_id and kv.value == addr.encode():
-                    compare.append(cmp_value(kv.key, "EQUAL", kv.value))
-                    ops.append(op_delete(kv.key))
-            member_key = self._keys.member(node_id)
-            prev = current.get(node_id)
-            compare.append(cmp_create(member_key, "EQUAL", prev.create_revision if prev else 0))
-            ops.append(op_put(member_key, addr.encode()))
-            if client.txn(compare, ops, deadline=deadline).succeeded:
-                self._log.info("member %s added at %s", node_id, addr, extra=self._extra())
-                return
-            if deadline.expired():
-                raise EtcdTimeoutError("add_peer: membership kept changing; try again")
+        if add_member(client, self._keys, node_id, addr, deadline):
+            self._log.info("member %s added at %s", node_id, addr, extra=self._extra())
 
     def remove_peer(self, node_id: str) -> None:
         """Remove a member; a removed leader steps down and its writes are fenced
@@ -88,25 +65,10 @@ class ElectionMixin(NodeCore):
         Raises:
             EtcdUnavailableError: etcd did not answer in time.
         """
-        if not node_id or "/" in node_id:
-            raise ConfigError(
-                f"remove_peer: invalid node id {node_id!r}: non-empty, without '/'",
-                field="node_id",
-            )
+        check_member_id(node_id)
         client = self._require_client()
         deadline = Deadline(self._config.send_timeout * 3, self._stopping)
-        res = client.range(
-            self._keys.election_prefix, prefix_end(self._keys.election_prefix), deadline
-        )
-        ops = [op_delete(self._keys.member(node_id))]
-        compare = []
-        for kv in res.kvs:
-            if kv.value == node_id.encode():
-                compare.append(cmp_value(kv.key, "EQUAL", kv.value))
-                ops.append(op_delete(kv.key))
-        result = client.txn(compare, ops, deadline=deadline)
-        if not result.succeeded:  # a candidacy changed meanwhile: delete what is there
-            client.txn([], [op_delete(self._keys.member(node_id))], deadline=deadline)
+        remove_member(client, self._keys, node_id, deadline)
         self._log.info("member %s removed", node_id, extra=self._extra())
 
     def resign_leader(self, *, timeout: float | None = None) -> None:
@@ -185,18 +147,6 @@ class ElectionMixin(NodeCore):
     ) -> bool:
         kv = client.get(key, deadline)
         return kv is not None and kv.create_revision == rev
-
-    def _read_view(self, client: EtcdClient, deadline: Deadline) -> View:
-        """Candidates, members and liveness read from etcd at one revision."""
-        k = self._keys
-        first = client.range(k.election_prefix, prefix_end(k.election_prefix), deadline)
-        view = View(revision=first.revision)
-        kvs = list(first.kvs)
-        for prefix in (k.members_prefix, k.alive_prefix):
-            kvs += client.range(prefix, prefix_end(prefix), deadline, revision=first.revision).kvs
-        for kv in kvs:
-            self._view_put(view, kv)
-        return view
 
     def _handover_target(self, view: View) -> Candidate | None:
         best: tuple[int, int, Candidate] | None = None

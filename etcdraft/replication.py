@@ -31,21 +31,8 @@ class ReplicationMixin(NodeCore):
         Returns the revision read at."""
         client = self._require_client() if self._started else self._client
         assert client is not None
-        k = self._keys
-        first = client.range(k.election_prefix, prefix_end(k.election_prefix), deadline)
-        rev = first.revision
-        view = View(revision=rev)
-        for kv in first.kvs:
-            self._view_put(view, kv)
-        for prefix in (k.members_prefix, k.alive_prefix, k.terms_prefix):
-            res = client.range(prefix, prefix_end(prefix), deadline, revision=rev)
-            for kv in res.kvs:
-                self._view_put(view, kv)
-        pruned = client.range(k.pruned, None, deadline, revision=rev)
-        for kv in pruned.kvs:
-            self._view_put(view, kv)
-        for kv in client.range(k.heartbeat, None, deadline, revision=rev).kvs:
-            self._view_put(view, kv)
+        view = self._read_view(client, deadline)
+        rev = view.revision
         with self._cond:
             self._view = view
             self._note_heartbeat(view)
@@ -53,6 +40,22 @@ class ReplicationMixin(NodeCore):
         self._catch_up(client, view, rev, deadline)
         self._refresh_leadership()
         return rev
+
+    def _read_view(self, client: EtcdClient, deadline: Deadline) -> View:
+        """Everything the view holds (candidates, members, liveness, term records,
+        the pruned marker, the heartbeat), read from etcd at one revision."""
+        k = self._keys
+        first = client.range(k.election_prefix, prefix_end(k.election_prefix), deadline)
+        rev = first.revision
+        kvs = list(first.kvs)
+        for prefix in (k.members_prefix, k.alive_prefix, k.terms_prefix):
+            kvs += client.range(prefix, prefix_end(prefix), deadline, revision=rev).kvs
+        for key in (k.pruned, k.heartbeat):
+            kvs += client.range(key, None, deadline, revision=rev).kvs
+        view = View(revision=rev)
+        for kv in kvs:
+            self._view_put(view, kv)
+        return view
 
     def _catch_up(self, client: EtcdClient, view: View, rev: int, deadline: Deadline) -> None:
         k = self._keys

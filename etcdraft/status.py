@@ -27,16 +27,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from etcdraft import membership
 from etcdraft._deadline import Deadline
-from etcdraft.config import Config, parse_peer
+from etcdraft.config import Config
 from etcdraft.errors import ConfigError, EtcdTimeoutError, HandoverError
 from etcdraft.etcd import (
     KV,
     EtcdClient,
     cmp_create,
-    cmp_value,
     op_delete,
-    op_put,
     prefix_end,
 )
 from etcdraft.fsm import decode_state
@@ -288,62 +287,22 @@ def list_members(
 def add_member(
     client: EtcdClient, keys: Keys, node_id: str, addr: str, timeout: float = DEFAULT_TIMEOUT
 ) -> bool:
-    """Add a member, exactly like ``Node.add_peer``: same id and address is a no-op
-    (returns False); a member with the same id or the same address is replaced, in
-    one transaction. Returns True when something changed.
-
-    Raises:
-        ConfigError: empty or malformed id or address.
-        EtcdTimeoutError: membership kept changing until ``timeout``.
-    """
-    parse_peer(f"{node_id}@{addr}")  # same rules as Config.peers
-    deadline = Deadline(timeout)
-    while True:
-        res = client.range(keys.members_prefix, prefix_end(keys.members_prefix), deadline)
-        current = {keys.parse(kv.key).name: kv for kv in res.kvs}
-        if node_id in current and current[node_id].value == addr.encode():
-            return False
-        compare: list[dict[str, Any]] = []
-        ops: list[dict[str, Any]] = []
-        for other, kv in current.items():
-            if other != node_id and kv.value == addr.encode():
-                compare.append(cmp_value(kv.key, "EQUAL", kv.value))
-                ops.append(op_delete(kv.key))
-        member_key = keys.member(node_id)
-        prev = current.get(node_id)
-        compare.append(cmp_create(member_key, "EQUAL", prev.create_revision if prev else 0))
-        ops.append(op_put(member_key, addr.encode()))
-        if client.txn(compare, ops, deadline=deadline).succeeded:
-            return True
-        if deadline.expired():
-            raise EtcdTimeoutError("add member: membership kept changing; try again")
+    """Add a member, exactly like ``Node.add_peer`` (see
+    :func:`etcdraft.membership.add_member`). Returns True when something changed."""
+    return membership.add_member(client, keys, node_id, addr, Deadline(timeout))
 
 
 def remove_member(
     client: EtcdClient, keys: Keys, node_id: str, timeout: float = DEFAULT_TIMEOUT
 ) -> bool:
-    """Remove a member, exactly like ``Node.remove_peer``: its candidacy is deleted in
-    the same transaction, so a removed leader is fenced at once and steps down.
-    Returns False when ``node_id`` was not a member (nothing to do).
-
-    Raises:
-        ConfigError: empty id or an id with ``/``.
-    """
-    if not node_id or "/" in node_id:
-        raise ConfigError(f"invalid node id {node_id!r}: non-empty, without '/'", field="node_id")
+    """Remove a member, exactly like ``Node.remove_peer`` (see
+    :func:`etcdraft.membership.remove_member`). Returns False when ``node_id`` was not
+    a member (nothing to do)."""
+    membership.check_member_id(node_id)
     deadline = Deadline(timeout)
     was_member = client.get(keys.member(node_id), deadline) is not None
-    res = client.range(keys.election_prefix, prefix_end(keys.election_prefix), deadline)
-    ops = [op_delete(keys.member(node_id))]
-    compare = []
-    for kv in res.kvs:
-        if kv.value == node_id.encode():
-            compare.append(cmp_value(kv.key, "EQUAL", kv.value))
-            ops.append(op_delete(kv.key))
-    result = client.txn(compare, ops, deadline=deadline)
-    if not result.succeeded:  # a candidacy changed meanwhile: delete what is there
-        client.txn([], [op_delete(keys.member(node_id))], deadline=deadline)
-    return was_member or len(ops) > 1
+    had_candidacy = membership.remove_member(client, keys, node_id, deadline)
+    return was_member or had_candidacy
 
 
 # ---------------------------------------------------------------------------- resign

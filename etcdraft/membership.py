@@ -1,0 +1,72 @@
+"""Membership transactions under ``<ns>/members/``, shared by ``Node.add_peer`` /
+``Node.remove_peer`` and the ``etcdraft members`` command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from etcdraft._deadline import Deadline
+from etcdraft.config import parse_peer
+from etcdraft.errors import ConfigError, EtcdTimeoutError
+from etcdraft.etcd import EtcdClient, cmp_create, cmp_value, op_delete, op_put, prefix_end
+from etcdraft.keys import Keys
+
+__all__ = ["add_member", "check_member_id", "remove_member"]
+
+
+def check_member_id(node_id: str) -> None:
+    """Raise ``ConfigError`` for an id that cannot name a member key."""
+    if not node_id or "/" in node_id:
+        raise ConfigError(f"invalid node id {node_id!r}: non-empty, without '/'", field="node_id")
+
+
+def add_member(client: EtcdClient, keys: Keys, node_id: str, addr: str, deadline: Deadline) -> bool:
+    """Add a member: same id and address is a no-op (returns False); a member with the
+    same id or the same address is replaced, in one transaction. True when something
+    changed.
+
+    Raises:
+        ConfigError: empty or malformed id or address.
+        EtcdTimeoutError: membership kept changing until ``deadline``.
+    """
+    parse_peer(f"{node_id}@{addr}")  # same rules as Config.peers
+    while True:
+        res = client.range(keys.members_prefix, prefix_end(keys.members_prefix), deadline)
+        current = {keys.parse(kv.key).name: kv for kv in res.kvs}
+        if node_id in current and current[node_id].value == addr.encode():
+            return False
+        compare: list[dict[str, Any]] = []
+        ops: list[dict[str, Any]] = []
+        for other, kv in current.items():
+            if other != node_id and kv.value == addr.encode():
+                compare.append(cmp_value(kv.key, "EQUAL", kv.value))
+                ops.append(op_delete(kv.key))
+        member_key = keys.member(node_id)
+        prev = current.get(node_id)
+        compare.append(cmp_create(member_key, "EQUAL", prev.create_revision if prev else 0))
+        ops.append(op_put(member_key, addr.encode()))
+        if client.txn(compare, ops, deadline=deadline).succeeded:
+            return True
+        if deadline.expired():
+            raise EtcdTimeoutError(f"adding member {node_id}: membership kept changing; try again")
+
+
+def remove_member(client: EtcdClient, keys: Keys, node_id: str, deadline: Deadline) -> bool:
+    """Remove a member and, in the same transaction, its candidacy, so a removed leader
+    is fenced at once. True when an election key of that node was deleted.
+
+    Raises:
+        ConfigError: empty id or an id with ``/``.
+    """
+    check_member_id(node_id)
+    res = client.range(keys.election_prefix, prefix_end(keys.election_prefix), deadline)
+    ops = [op_delete(keys.member(node_id))]
+    compare = []
+    for kv in res.kvs:
+        if kv.value == node_id.encode():
+            compare.append(cmp_value(kv.key, "EQUAL", kv.value))
+            ops.append(op_delete(kv.key))
+    result = client.txn(compare, ops, deadline=deadline)
+    if not result.succeeded:  # a candidacy changed meanwhile: delete what is there
+        client.txn([], [op_delete(keys.member(node_id))], deadline=deadline)
+    return len(ops) > 1

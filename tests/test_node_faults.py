@@ -805,9 +805,11 @@ def test_leader_applies_its_write_whose_reply_was_lost(
     # lagging watch, as right after a reconnect). The lock is reentrant, so this
     # thread can still broadcast; keep-alives do not need it.
     with a._lock:
-        for attempt in range(300):
+        # timeouts around etcd's commit latency, which varies by machine and load
+        timeouts = (0.0003, 0.0005, 0.0008, 0.001, 0.0015, 0.002, 0.003, 0.005)
+        for attempt in range(800):
             try:
-                a.broadcast(state_for(h), timeout=(0.0005, 0.001, 0.002)[attempt % 3])
+                a.broadcast(state_for(h), timeout=timeouts[attempt % len(timeouts)])
             except EtcdUnavailableError:
                 if h in admin.log():  # committed; only the reply was lost
                     lost = h

@@ -47,29 +47,60 @@ class WatchEvent:
 
 _EOF = object()
 _QUIET = object()  # the read timeout of a quiet stream expired: reconnect, no blame
+_ENDPOINT_FAILED = object()  # another request found the watch's endpoint failing
 
 
 class _Stream:
-    """One open watch stream and the thread reading it."""
+    """One open watch stream and the thread reading it.
 
-    def __init__(self, resp: requests.Response, out: queue.Queue[Any], name: str) -> None:
+    With a ``handle`` callable, the reader thread decodes and handles each message
+    itself (no hand-off to another thread per message) under ``handle_lock`` and
+    only reports the end of the stream (an outcome string, EOF, a quiet timeout or
+    an exception) on ``out``; without one, every line goes to ``out``."""
+
+    def __init__(
+        self,
+        resp: requests.Response,
+        out: queue.Queue[Any],
+        name: str,
+        handle: Callable[[bytes], str] | None = None,
+        handle_lock: threading.Lock | None = None,
+    ) -> None:
         self.resp = resp
         self.out = out
         self.closed = False
+        self.last_data = time.monotonic()
+        self._handle = handle
+        self._handle_lock = handle_lock or threading.Lock()
         self.thread = threading.Thread(target=self._read, name=name, daemon=True)
         self.thread.start()
 
     def _read(self) -> None:
+        handle = self._handle
         try:
             for line in self.resp.iter_lines(chunk_size=None):
                 if self.closed:
                     return
-                if line:
+                if not line:
+                    continue
+                self.last_data = time.monotonic()
+                if handle is None:
                     self.out.put((self, line))
-        except Exception as exc:  # broken stream, read timeout, closed socket
+                    continue
+                with self._handle_lock:
+                    if self.closed:  # abandoned meanwhile: a newer stream owns the state
+                        return
+                    outcome = handle(line)
+                if outcome:
+                    self.out.put((self, outcome))
+                    return
+        except Exception as exc:  # broken stream, read timeout, closed socket, handler bug
             if not self.closed:
                 quiet = "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower()
-                self.out.put((self, _QUIET if quiet else exc))
+                if isinstance(exc, _HandlerError):
+                    self.out.put((self, exc))
+                else:
+                    self.out.put((self, _QUIET if quiet else exc))
             return
         if not self.closed:
             self.out.put((self, _EOF))
@@ -83,6 +114,11 @@ class _Stream:
                 sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(Exception):
             self.resp.close()
+        self.out.put((self, _EOF))  # wake the supervisor
+
+
+class _HandlerError(Exception):
+    """The event handler raised (a bug or a failed heal): reconnect."""
 
 
 class Watcher:
@@ -132,12 +168,20 @@ class Watcher:
         self._stream: _Stream | None = None
         self._endpoint_failed = threading.Event()
         self._current_endpoint = ""
+        # held while one message is handled: a stream being abandoned finishes its
+        # message before the next stream starts (events stay in revision order)
+        self._handle_lock = threading.Lock()
         self.error: BaseException | None = None
         client.on_endpoint_failure(self._endpoint_failure)
 
     def _endpoint_failure(self, url: str) -> None:
         if url == self._current_endpoint:
             self._endpoint_failed.set()
+            stream = self._stream
+            # wake the supervisor, unless the reader itself reported the failure (it
+            # then ends the stream with its own outcome)
+            if stream is not None and threading.current_thread() is not stream.thread:
+                stream.out.put((stream, _ENDPOINT_FAILED))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -192,7 +236,9 @@ class Watcher:
         sock = getattr(conn, "sock", None)
         if sock is not None:
             sock.settimeout(self.read_timeout)
-        return _Stream(resp, queue.Queue(), f"{self.name}-reader")
+        return _Stream(
+            resp, queue.Queue(), f"{self.name}-reader", self._handle_line, self._handle_lock
+        )
 
     def _run(self) -> None:
         backoff = 0.0
@@ -219,6 +265,8 @@ class Watcher:
                 stream.close()
                 self._stream = None
                 self.connected.clear()
+                with self._handle_lock:  # the old reader's message, if any, is done
+                    pass
             if self.stop_event.is_set():
                 return
             self.reconnects += 1
@@ -229,38 +277,53 @@ class Watcher:
                 backoff = 0.0
 
     def _consume(self, stream: _Stream, endpoint: str) -> str:
-        last_data = time.monotonic()
+        """Supervise a stream whose reader handles the messages: wake when it ends,
+        when the endpoint is reported failing, or when it was quiet for
+        ``probe_after`` (then probe the endpoint)."""
         while not self.stop_event.is_set():
             if self._endpoint_failed.is_set():
                 return "endpoint-failed"
-            try:
-                _src, item = stream.out.get(timeout=0.1)
-            except queue.Empty:
-                if time.monotonic() - last_data >= self.probe_after:
-                    if not self._probe(endpoint):
-                        self.client.report_failure(endpoint)
-                        return "probe-failed"
-                    last_data = time.monotonic()
+            quiet_for = time.monotonic() - stream.last_data
+            wait = self.probe_after - quiet_for
+            if wait <= 0:
+                if not self._probe(endpoint):
+                    self.client.report_failure(endpoint)
+                    return "probe-failed"
+                stream.last_data = max(stream.last_data, time.monotonic())
                 continue
-            last_data = time.monotonic()
+            try:
+                _src, item = stream.out.get(timeout=wait)
+            except queue.Empty:
+                continue
+            if item is _ENDPOINT_FAILED:
+                continue  # the flag is checked at the top of the loop
             if item is _EOF:
                 log.debug("watch stream on %s ended", endpoint)
                 return "eof"
             if item is _QUIET:
                 return "quiet"
+            if isinstance(item, _HandlerError):
+                raise item.__cause__ or item
             if isinstance(item, BaseException):
                 log.debug("watch stream on %s broke: %s", endpoint, item)
                 self.client.report_failure(endpoint)
                 return "error"
-            try:
-                msg = json.loads(item)
-            except ValueError:
-                log.warning("watch: malformed message from %s, reconnecting", endpoint)
-                return "error"
-            outcome = self._handle(msg, endpoint)
-            if outcome:
-                return outcome
+            if isinstance(item, str):
+                return item  # the reader's outcome for this stream
         return "stopped"
+
+    def _handle_line(self, line: bytes) -> str:
+        """Decode and handle one message (in the reader thread)."""
+        endpoint = self._current_endpoint
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            log.warning("watch: malformed message from %s, reconnecting", endpoint)
+            return "error"
+        try:
+            return self._handle(msg, endpoint)
+        except Exception as exc:
+            raise _HandlerError(str(exc)) from exc
 
     def _handle(self, msg: dict[str, Any], endpoint: str) -> str:
         if "error" in msg:

@@ -185,6 +185,8 @@ class ReplicationMixin(NodeCore):
     def _on_events(self, events: list[WatchEvent], top: int) -> None:
         k = self._keys
         entries: list[tuple[int, bytes, int]] = []  # (height, value, revision)
+        view_changed = False  # anything but log entries
+        wake = False  # a change the control loop or role waiters act on
         with self._cond:
             view = self._view
             for ev in events:
@@ -194,6 +196,9 @@ class ReplicationMixin(NodeCore):
                     if not ev.deleted:
                         entries.append((parsed.number, kv.value, kv.mod_revision))
                     continue
+                view_changed = True
+                if parsed.kind not in ("heartbeat", "alive"):
+                    wake = True
                 if not ev.deleted:
                     self._view_put(view, kv)
                 elif parsed.kind == "election":
@@ -212,7 +217,14 @@ class ReplicationMixin(NodeCore):
             self._fsm.apply_entry(height, value, rev, term)
         with self._cond:
             view.revision = top
+            if not view_changed:
+                return
             self._note_heartbeat(view)
+            if not wake:
+                # log entries, heartbeats and progress reports only: leadership is
+                # as it was; the control loop watches the heartbeat on its own timer
+                # (_control_wait), so neither it nor role waiters need waking
+                return
             self._refresh_leadership()
             self._cond.notify_all()
         self._changed.set()

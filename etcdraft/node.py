@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 MAX_ENTRY_BYTES = 1572864 - 1024
 #: Minimum pause between local snapshots.
 SNAPSHOT_INTERVAL = 1.0
+#: A node outside the membership reports its progress at most every this many
+#: heartbeat_timeout periods (members: every period, for handover ranking).
+NON_MEMBER_PROGRESS_EVERY = 10
 
 
 class Node(ElectionMixin, ReplicationMixin, NodeCore):
@@ -114,6 +117,7 @@ class Node(ElectionMixin, ReplicationMixin, NodeCore):
         self._hold_campaign_until = -math.inf
         self._session_lost = threading.Event()
         self._last_progress: Progress | None = None
+        self._last_progress_at = -math.inf
         self._last_snapshot = -math.inf
         self._warned: dict[str, float] = {}
         # counters
@@ -121,6 +125,8 @@ class Node(ElectionMixin, ReplicationMixin, NodeCore):
         self.foreign_keys = 0
         self.broadcasts = 0
         self._broadcast_observers: list[Callable[[str, float], None]] = []
+        # (leader key, term, its compare, the member compare): see _broadcast
+        self._fence: tuple[bytes, int, dict[str, Any], dict[str, Any]] = (b"", 0, {}, {})
         self._ambiguous = False  # a broadcast may have committed without our knowing
         # fast takeover: the leader's heartbeat as this node last saw it
         self._hb_interval = config.heartbeat_timeout / 4
@@ -502,16 +508,21 @@ class Node(ElectionMixin, ReplicationMixin, NodeCore):
                 )
             with self._lock:
                 key, term = self._my_key, self._term
+            fence = self._fence
+            if fence[0] != key or fence[1] != term:
+                # the compares that fence every write of this term, built once
+                fence = self._fence = (
+                    key,
+                    term,
+                    cmp_create(key, "EQUAL", term),
+                    cmp_version(self._keys.member(self._id), "GREATER", 0),
+                )
             log_key = self._keys.log(height)
             free = cmp_create(log_key, "EQUAL", 0)
             for _ in range(2):
                 try:
                     result = client.txn(
-                        [
-                            cmp_create(key, "EQUAL", term),
-                            cmp_version(self._keys.member(self._id), "GREATER", 0),
-                            free,
-                        ],
+                        [fence[2], fence[3], free],
                         self._with_heartbeat([op_put(log_key, data)], term),
                         [op_range(log_key)],
                         deadline=deadline,
@@ -665,8 +676,19 @@ class Node(ElectionMixin, ReplicationMixin, NodeCore):
         progress = Progress(self._fsm.index, self._fsm.height)
         if progress == self._last_progress:
             return
+        now = time.monotonic()
+        if (
+            self._last_progress is not None
+            and self._id not in self._view.members
+            and now - self._last_progress_at
+            < NON_MEMBER_PROGRESS_EVERY * self._config.heartbeat_timeout
+        ):
+            # every node watches every report: N nodes reporting each heartbeat cost
+            # N^2 watch events; a node that can never lead reports rarely
+            return
         client.put(self._keys.alive(self._id), progress.encode(), deadline, lease=self._lease)
         self._last_progress = progress
+        self._last_progress_at = now
 
 
 def _is_block_at(data: bytes, height: int) -> bool:

@@ -17,10 +17,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import http.client
 import json
 import logging
-import select
 import ssl
 import threading
 import time
@@ -34,6 +32,7 @@ import requests.adapters
 from etcd3gw.client import Etcd3Client
 
 from etcdraft._deadline import Deadline
+from etcdraft._http import ConnectError, Pool
 from etcdraft.errors import (
     EtcdAuthError,
     EtcdError,
@@ -322,14 +321,10 @@ def map_transport_error(exc: BaseException, endpoint: str) -> EtcdraftError:
     return TransientError(f"cannot reach etcd at {endpoint}: {exc}", endpoint=endpoint)
 
 
-class _ConnectError(OSError):
-    """The connection could not be made: the request was certainly not sent."""
-
-
 def _never_sent(exc: BaseException) -> bool:
     """True when the request certainly never reached etcd (connect failed)."""
     text = str(exc)
-    return isinstance(exc, requests.exceptions.ConnectTimeout | _ConnectError) or (
+    return isinstance(exc, requests.exceptions.ConnectTimeout | ConnectError) or (
         "NewConnectionError" in text or "Connection refused" in text
     )
 
@@ -340,95 +335,8 @@ def _never_sent(exc: BaseException) -> bool:
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-class _Pool:
-    """Keep-alive HTTP/1.1 connections to one endpoint, for unary requests.
-
-    ``http.client`` directly instead of ``requests``: the same bytes on the wire,
-    without requests' per-call preparation (settings and header merging, cookies,
-    hooks, proxy and adapter lookup) and urllib3's pool bookkeeping, which cost
-    ~300 us of CPU per request. Thread-safe: a request takes an idle connection or
-    opens one, and gives it back when the answer was read in full."""
-
-    MAX_IDLE = 8
-
-    def __init__(self, url: str, context: ssl.SSLContext | None) -> None:
-        parts = urlsplit(url)
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 2379
-        self.https = parts.scheme == "https"
-        self.context = context
-        self.prefix = parts.path.rstrip("/") + "/v3/"
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection
-        if self.https:
-            conn = http.client.HTTPSConnection(
-                self.host, self.port, timeout=timeout, context=self.context
-            )
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        try:
-            conn.connect()  # also sets TCP_NODELAY
-        except ssl.SSLError:
-            conn.close()
-            raise
-        except OSError as exc:
-            conn.close()
-            raise _ConnectError(str(exc)) from exc
-        return conn
-
-    def _take(self) -> http.client.HTTPConnection | None:
-        with self._lock:
-            while self._idle:
-                conn = self._idle.pop()
-                sock = conn.sock
-                # an idle keep-alive socket that reads as ready was closed by etcd
-                if sock is not None and not select.select([sock], [], [], 0)[0]:
-                    return conn
-                conn.close()
-        return None
-
-    def post(
-        self, path: str, body: bytes, headers: dict[str, str], timeout: float
-    ) -> tuple[int, bytes]:
-        """POST ``body`` to ``/v3/<path>``; (status, body). Raises ``_ConnectError``
-        (never sent), ``ssl.SSLError``, ``TimeoutError``, other ``OSError`` or
-        ``http.client.HTTPException``."""
-        conn = self._take()
-        if conn is None:
-            conn = self._connect(min(CONNECT_TIMEOUT, timeout))
-        try:
-            assert conn.sock is not None
-            conn.sock.settimeout(timeout)
-            conn.request("POST", self.prefix + path, body, headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        except BaseException:
-            conn.close()
-            raise
-        keep = not resp.will_close
-        if keep:
-            with self._lock:
-                keep = not self._closed and len(self._idle) < self.MAX_IDLE
-                if keep:
-                    self._idle.append(conn)
-        if not keep:
-            conn.close()
-        return resp.status, data
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-
 class _Endpoint:
-    def __init__(self, url: str, session: requests.Session, pool: _Pool) -> None:
+    def __init__(self, url: str, session: requests.Session, pool: Pool) -> None:
         parts = urlsplit(url)
         self.pool = pool
         self.url = url.rstrip("/")
@@ -492,7 +400,7 @@ class EtcdClient:
             if cert_file and key_file:
                 session.cert = (cert_file, key_file)
             session.headers["Content-Type"] = "application/json"
-            self._endpoints.append(_Endpoint(url, session, _Pool(url, context)))
+            self._endpoints.append(_Endpoint(url, session, Pool(url, context)))
         self._preferred = 0
         self._max_revision = 0
         self._on_endpoint_failure: list[Callable[[str], None]] = []
@@ -591,16 +499,18 @@ class EtcdClient:
                 self._authenticate(ep, Deadline(timeout))
             headers = {**_JSON_HEADERS, "Authorization": ep.token or ""}
         try:
-            status, raw = ep.pool.post(path, body, headers, timeout)
+            status, raw = ep.pool.post(
+                path, body, headers, timeout, connect_timeout=CONNECT_TIMEOUT
+            )
         except ssl.SSLError as exc:
             raise map_transport_error(requests.exceptions.SSLError(str(exc)), ep.url) from exc
-        except _ConnectError as exc:
+        except ConnectError as exc:
             raise TransientError(f"cannot reach etcd at {ep.url}: {exc}", endpoint=ep.url) from exc
         except TimeoutError as exc:
             raise TransientError(
                 f"etcd at {ep.url} did not answer in time", endpoint=ep.url
             ) from exc
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             raise TransientError(
                 f"cannot reach etcd at {ep.url}: {type(exc).__name__}: {exc}", endpoint=ep.url
             ) from exc

@@ -25,14 +25,13 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import FrameType
 from typing import Any, NoReturn
 
+from etcdraft._signals import install_stop_signals
 from etcdraft._version import __version__
 
 __all__ = ["main"]
@@ -96,19 +95,7 @@ def _positive_int(text: str) -> int:
 
 def _install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
     """SIGINT/SIGTERM set ``stop``; returns a function restoring the old handlers."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, previous in old.items():
-            signal.signal(sig, previous)
-
-    return restore
+    return install_stop_signals(stop)
 
 
 def _one_line(text: str) -> str:

@@ -40,8 +40,8 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
 from etcdraft.demo_check import DemoResult, Fault, verify
@@ -357,24 +357,21 @@ class _Stop:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.interrupted = False
-        self._old: dict[int, Any] = {}
+        self._restore: Callable[[], None] = lambda: None
 
     def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handler)
+        from etcdraft._signals import install_stop_signals
+
+        self._restore = install_stop_signals(self.event, on_signal=self._on_signal)
 
     def restore(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old.clear()
+        self._restore()
 
-    def _handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.event.is_set():
+    def _on_signal(self, signum: int) -> None:
+        # runs in the signal handler: no locks here (see etcdraft._signals)
+        if self.interrupted:
             raise KeyboardInterrupt
         self.interrupted = True
-        self.event.set()
 
 
 class Demo:

@@ -23,15 +23,14 @@ import json
 import logging
 import os
 import queue
-import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
+from etcdraft._signals import install_stop_signals
 from etcdraft.config import Config
 from etcdraft.errors import (
     EtcdraftError,
@@ -277,12 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"toy: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    install_stop_signals(stop)
     return run_node(
         config,
         block_interval=args.block_interval,

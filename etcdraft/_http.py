@@ -68,7 +68,9 @@ class _Conn:
         try:
             if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
                 return False
-            return not select.select([self.sock], [], [], 0)[0]
+            poller = select.poll()  # not select(): it fails for fds >= 1024
+            poller.register(self.sock, select.POLLIN)
+            return not poller.poll(0)
         except (OSError, ValueError):
             return False
 

@@ -321,3 +321,38 @@ def test_nothing_listening_is_a_connect_error() -> None:
     pool = Pool(f"http://127.0.0.1:{port}", None)
     with pytest.raises(ConnectError):
         pool.post("x", b"", {}, 1.0)
+
+
+def test_keep_alive_reuse_with_high_file_descriptors(
+    serve: Callable[[Script], FakeServer],
+) -> None:
+    """A process with many open files gets socket fds above 1024, where
+    ``select.select`` fails: the idle check must still recognise a healthy
+    connection (otherwise every request silently opens a new one)."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.fail(f"RLIMIT_NOFILE hard limit {hard} < 1200: cannot run this test")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    fds: list[int] = []
+    try:
+        null = os.open(os.devnull, os.O_RDONLY)
+        fds.append(null)
+        while fds[-1] < 1030:
+            fds.append(os.dup(null))
+        server = serve(lambda i, s, r: s.sendall(ok(b"{}")) or True)
+        pool = Pool(server.url, None)
+        try:
+            pool.post("x", b"", {}, 2.0)
+            assert pool._idle[0].sock.fileno() > 1024
+            pool.post("x", b"", {}, 2.0)
+            assert server.accepted == 1
+        finally:
+            pool.close()
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -176,3 +176,55 @@ def test_paused_leader_process_is_deposed_and_cannot_write_on_resume(
         for ack in _events(tmp_path / name / "acks.jsonl"):
             h, digest = int(ack["h"]), str(ack["hash"])  # type: ignore[call-overload]
             assert acked.setdefault(h, digest) == digest, f"two blocks acknowledged at {h}"
+
+
+def test_heartbeat_that_lands_before_the_depose_wins_the_race(etcd, namespace: str) -> None:
+    """The depose transaction compares the heartbeat's mod revision the deposer
+    last saw: if the leader's heartbeat landed after that (a leader that is slow,
+    not dead), the depose fails and the leader keeps leading. The same call with
+    the current revision succeeds, so it is the compare that decides."""
+    from etcdraft._deadline import Deadline
+
+    a, b = Node(_config("a", etcd, namespace)), Node(_config("b", etcd, namespace))
+    try:
+        a.start()
+        b.start()
+        leader = wait_until(lambda: next((n for n in (a, b) if n.is_leader()), None), 10)
+        other = b if leader is a else a
+        # the leader heartbeats only when told to; the other never deposes on its own
+        send_heartbeat = leader._send_heartbeat
+        leader._with_heartbeat = lambda ops, term: ops  # type: ignore[method-assign]
+        leader._send_heartbeat = lambda client, deadline: None  # type: ignore[method-assign]
+        other._maybe_depose = lambda *args: None  # type: ignore[method-assign]
+        depose = type(other)._maybe_depose
+        wait_until(lambda: other._hb_seen_rev > 0, 5, "the other node saw a heartbeat")
+        stale = other._hb_seen_rev
+        leader._last_hb_sent = -float("inf")
+        send_heartbeat(leader._client, Deadline(2.0))  # type: ignore[arg-type]
+        wait_until(lambda: other._hb_seen_rev > stale, 5, "the other node saw the new one")
+        fresh = other._hb_seen_rev
+
+        def attempt(seen_rev: int) -> None:
+            with other._lock:
+                view = other._view
+                target = view.leader()
+                mine = view.candidates[other._my_key]
+                other._hb_seen_rev = seen_rev
+                other._hb_seen_at = time.monotonic() - 10.0  # long silent, locally
+            assert target is not None and target.node_id == leader.node_id
+            depose(other, other._client, Deadline(2.0), target, mine)
+
+        attempt(stale)  # the deposer had not seen the latest heartbeat
+        assert other.deposed == 0
+        assert other._hb_seen_at > time.monotonic() - 5.0, "silence timer not restarted"
+        assert leader.is_leader()
+        leader.broadcast(RaftBlockState(height=1, timestamp=1))  # still leads in etcd
+
+        attempt(fresh)  # it had: the leader really was silent since
+        assert other.deposed == 1
+        wait_until(other.is_leader, 5, "the deposer took over")
+        with pytest.raises((LeadershipLostError, NotLeaderError)):
+            leader.broadcast(RaftBlockState(height=2, timestamp=2, hash=b"stale"))
+    finally:
+        a.shutdown()
+        b.shutdown()

@@ -30,7 +30,7 @@ from etcdraft.errors import EtcdraftError, LeadershipLostError
 from etcdraft.proto import RaftBlockState
 from etcdraft.types import Runnable
 
-__all__ = ["DynamicLeaderElection", "LeaderNode", "WorkerError"]
+__all__ = ["DynamicLeaderElection", "LeaderNode", "WorkerError", "WorkerReturnedEarly"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,18 @@ class WorkerError(EtcdraftError):
         super().__init__(f"{role} worker exited unexpectedly: {cause}")
         self.role = role
         self.cause = cause
+
+
+class WorkerReturnedEarly(EtcdraftError):
+    """The cause of a :class:`WorkerError` when a worker's ``run`` returned while
+    its stop event was not set: a runnable must keep working until it is stopped
+    (a leader worker that quits would leave a leader producing nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "run() returned before its stop event was set; a worker must keep running "
+            "until it is stopped (retry or wait inside run instead of returning)"
+        )
 
 
 class LeaderNode(Protocol):
@@ -94,6 +106,10 @@ class _Worker:
                 self._wake.set()
             else:
                 log.debug("%s worker raised while stopping: %r", self.role, exc)
+        else:
+            if not self.stop.is_set():
+                self._errors.append((self.role, WorkerReturnedEarly()))
+                self._wake.set()
 
     def halt(self, timeout: float) -> None:
         self.stop.set()
@@ -162,6 +178,20 @@ class DynamicLeaderElection:
             while not stop.is_set():
                 if errors:
                     role, cause = errors[0]
+                    if (
+                        role == "leader"
+                        and isinstance(cause, WorkerReturnedEarly)
+                        and not self._node.is_leader()
+                    ):
+                        # it returned because leadership ended (a NotLeaderError, say):
+                        # that is the lost-leadership case, not a failure
+                        self._halt_worker()
+                        self._log.info(
+                            "node %s lost leadership: leader worker stopped",
+                            self._node.node_id,
+                            extra={"node_id": self._node.node_id},
+                        )
+                        raise LeadershipLostError()
                     self._halt_worker()
                     self._handover(f"{role} worker failed")
                     raise WorkerError(role, cause) from cause

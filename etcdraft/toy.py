@@ -107,7 +107,12 @@ class ToyProducer:
             try:
                 self.node.broadcast(pending)
             except (NotLeaderError, LeadershipLostError):
-                return  # the election loop sees the role change
+                # not leading right now (perhaps only for a moment: a keep-alive came
+                # late). Keep the block and keep running: if leadership really ended,
+                # DynamicLeaderElection stops this worker; a worker that returned on
+                # its own would leave a leader producing nothing.
+                stop.wait(min(self.interval, 0.05))
+                continue
             except HeightConflictError:
                 log.info("height %d taken by another leader: resyncing", pending.height)
                 pending = None

@@ -28,6 +28,7 @@ from etcdraft import (
     RaftBlockState,
     WorkerError,
 )
+from etcdraft.leader_election import WorkerReturnedEarly
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -97,12 +98,18 @@ class FakeRunnable:
         self.is_synced_calls: list[int] = []  # replicated heights it was asked about
         self.recover_calls: list[tuple[threading.Event, int]] = []
         self._fail: BaseException | None = None
+        self._return = False
         self._lock = threading.Lock()
 
     # -- test controls
     def fail(self, exc: BaseException) -> None:
         with self._lock:
             self._fail = exc
+
+    def return_early(self) -> None:
+        """Make ``run`` return although its stop event is not set."""
+        with self._lock:
+            self._return = True
 
     # -- Runnable
     def run(self, stop: threading.Event) -> None:
@@ -112,9 +119,11 @@ class FakeRunnable:
         try:
             while not stop.wait(0.005):
                 with self._lock:
-                    exc = self._fail
+                    exc, quit_now = self._fail, self._return
                 if exc is not None:
                     raise exc
+                if quit_now:
+                    return
             if self.linger:
                 threading.Event().wait(self.linger)  # a worker slow to wind down
             if self.raise_on_stop is not None:
@@ -619,6 +628,48 @@ def test_follower_worker_error_surfaces(make: Callable[..., Setup]) -> None:
     assert "follower worker exited unexpectedly: disk full" in str(err)
     assert s.node.resign_calls == [], "a follower has no leadership to hand over"
     assert not s.dle.is_running()
+
+
+def test_leader_worker_returning_while_still_leader_is_a_failure(
+    make: Callable[..., Setup],
+) -> None:
+    """A leader worker that returns on its own leaves a leader producing nothing:
+    hand leadership over and raise, as for a worker that raised."""
+    s = make(leader=True, height=3)
+    s.runner.start()
+    assert s.leader.started.wait(JOIN)
+    s.leader.return_early()
+    err = s.runner.raised()
+    assert isinstance(err, WorkerError)
+    assert isinstance(err.cause, WorkerReturnedEarly)
+    assert str(err).startswith("leader worker exited unexpectedly: run() returned before")
+    assert len(s.node.resign_calls) == 1, "the leadership must be handed over"
+    assert not s.dle.is_running()
+
+
+def test_leader_worker_returning_after_leadership_ended_is_leadership_lost(
+    make: Callable[..., Setup],
+) -> None:
+    """A leader worker that returns because leadership ended (it saw
+    NotLeaderError first) is the lost-leadership case, not a failure."""
+    s = make(leader=True, height=3)
+    s.runner.start()
+    assert s.leader.started.wait(JOIN)
+    s.node.set_leader(False, "n2", notify=False)  # the DLE has not noticed yet
+    s.leader.return_early()
+    err = s.runner.raised()
+    assert isinstance(err, LeadershipLostError)
+    assert s.node.resign_calls == []
+
+
+def test_follower_worker_returning_early_is_a_failure(make: Callable[..., Setup]) -> None:
+    s = start_follower(make)
+    s.follower.return_early()
+    err = s.runner.raised()
+    assert isinstance(err, WorkerError)
+    assert isinstance(err.cause, WorkerReturnedEarly)
+    assert "follower worker exited unexpectedly" in str(err)
+    assert s.node.resign_calls == []
 
 
 def test_worker_raising_because_it_was_stopped_is_not_an_error(

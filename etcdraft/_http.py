@@ -74,13 +74,17 @@ class _Conn:
         except (OSError, ValueError):
             return False
 
-    def _fill(self, end: float) -> None:
-        """Read more bytes into ``buf`` before the monotonic time ``end``."""
+    def _recv(self, end: float) -> bytes:
+        """One ``recv`` that ends by the monotonic time ``end``; b"" at EOF."""
         left = end - time.monotonic()
         if left <= 0:
             raise TimeoutError("timed out")
         self.sock.settimeout(left)
-        data = self.sock.recv(_RECV)
+        return self.sock.recv(_RECV)
+
+    def _fill(self, end: float) -> None:
+        """Read more bytes into ``buf`` before the monotonic time ``end``."""
+        data = self._recv(end)
         if not data:
             raise ProtocolError("connection closed before the answer was complete")
         self.buf += data
@@ -187,11 +191,7 @@ class _Conn:
 
     def _to_eof(self, end: float) -> bytes:
         while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("timed out")
-            self.sock.settimeout(left)
-            data = self.sock.recv(_RECV)
+            data = self._recv(end)
             if not data:
                 body = bytes(self.buf)
                 self.buf.clear()

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from etcdraft.config import Config
 from etcdraft.errors import EtcdraftError, LeadershipLostError
@@ -185,13 +185,7 @@ class DynamicLeaderElection:
                     ):
                         # it returned because leadership ended (a NotLeaderError, say):
                         # that is the lost-leadership case, not a failure
-                        self._halt_worker()
-                        self._log.info(
-                            "node %s lost leadership: leader worker stopped",
-                            self._node.node_id,
-                            extra={"node_id": self._node.node_id},
-                        )
-                        raise LeadershipLostError()
+                        self._lose_leadership()
                     self._halt_worker()
                     self._handover(f"{role} worker failed")
                     raise WorkerError(role, cause) from cause
@@ -199,13 +193,7 @@ class DynamicLeaderElection:
                 if leader_now and not is_leader:
                     is_leader = self._become_leader()
                 elif not leader_now and is_leader:
-                    self._halt_worker()
-                    self._log.info(
-                        "node %s lost leadership: leader worker stopped",
-                        self._node.node_id,
-                        extra={"node_id": self._node.node_id},
-                    )
-                    raise LeadershipLostError()
+                    self._lose_leadership()
                 elif not leader_now and self._worker is None:
                     leader = self._node.leader_id()
                     if leader and leader != self._node.node_id:
@@ -228,6 +216,15 @@ class DynamicLeaderElection:
             self._running.clear()
 
     # ------------------------------------------------------------------ steps
+
+    def _lose_leadership(self) -> NoReturn:
+        self._halt_worker()
+        self._log.info(
+            "node %s lost leadership: leader worker stopped",
+            self._node.node_id,
+            extra={"node_id": self._node.node_id},
+        )
+        raise LeadershipLostError()
 
     def _start_follower(self) -> None:
         node = self._node

@@ -82,7 +82,7 @@ def test_handler_failure_reconnects_and_redelivers(client: EtcdClient, namespace
 
 
 def test_stop_is_prompt_and_final(client: EtcdClient, namespace: str) -> None:
-    """stop() on a quiet stream returns well within a probe interval, and no
+    """stop() on a quiet stream returns well within the probe interval (5 s), and no
     handler call happens after it returned, even while writes continue."""
     prefix = f"{namespace}/w/".encode()
     start = client.put(prefix + b"start", b"s", Deadline(5.0)) + 1
@@ -104,7 +104,7 @@ def test_stop_is_prompt_and_final(client: EtcdClient, namespace: str) -> None:
     watcher.stop()
     elapsed = time.monotonic() - t0
     stopped.set()
-    assert elapsed < 1.0, f"stop took {elapsed:.2f}s"
+    assert elapsed < 2.0, f"stop took {elapsed:.2f}s"
     assert watcher._thread is not None and not watcher._thread.is_alive()
     for i in range(20):
         client.put(prefix + b"after%d" % i, b"v", Deadline(5.0))

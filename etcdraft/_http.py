@@ -37,6 +37,8 @@ MAX_HEAD = 64 * 1024
 #: larger, but this library pages them).
 MAX_BODY = 256 * 1024 * 1024
 _RECV = 65536
+#: TLS errors that mean the connection broke, not that the TLS set-up is wrong.
+_TLS_TRANSPORT_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
 class ConnectError(OSError):
@@ -232,6 +234,17 @@ class Pool:
                 assert self.context is not None
                 sock.settimeout(timeout)
                 sock = self.context.wrap_socket(sock, server_hostname=self.host)
+        except _TLS_TRANSPORT_ERRORS as exc:
+            # the peer went away during the handshake: an unreachable endpoint, not a
+            # TLS misconfiguration (nothing was sent)
+            sock.close()
+            raise ConnectError(f"TLS handshake interrupted: {exc}") from exc
+        except ssl.SSLError:
+            sock.close()  # certificates or protocol: a configuration problem
+            raise
+        except OSError as exc:  # reset or timed out during the handshake: never sent
+            sock.close()
+            raise ConnectError(f"TLS handshake failed: {exc or type(exc).__name__}") from exc
         except BaseException:
             sock.close()
             raise
@@ -267,9 +280,9 @@ class Pool:
         connect_timeout: float | None = None,
     ) -> tuple[int, bytes]:
         """POST ``body`` to ``/v3/<path>`` within ``timeout`` seconds in all;
-        (status, body). Raises :class:`ConnectError` (never sent),
-        ``ssl.SSLError``, ``TimeoutError``, :class:`ProtocolError` or another
-        ``OSError``."""
+        (status, body). Raises :class:`ConnectError` (never sent, including a
+        handshake cut short), ``ssl.SSLError`` (the TLS set-up is wrong: certificates,
+        protocol), ``TimeoutError``, :class:`ProtocolError` or another ``OSError``."""
         end = time.monotonic() + timeout
         request = self.request_bytes(path, body, headers)
         conn = self._take()
@@ -278,6 +291,12 @@ class Pool:
             conn = self._connect(ct)
         try:
             status, data, keep = conn.exchange(request, end)
+        except _TLS_TRANSPORT_ERRORS as exc:
+            # the TLS connection broke; other TLS errors stay ssl.SSLError: with TLS 1.3
+            # the server's verdict on our client certificate arrives here, after the
+            # handshake, as an alert (a configuration problem)
+            conn.close()
+            raise ProtocolError(f"TLS connection broken: {exc}") from exc
         except BaseException:
             conn.close()
             raise

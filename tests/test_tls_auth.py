@@ -426,3 +426,64 @@ def test_leader_keeps_working_after_an_unrelated_auth_change(jwt_etcd: EtcdClust
     node.broadcast(_state(2), timeout=5.0)
     assert node.get_state().height == 2
     assert node.is_leader()
+
+
+def test_endpoint_dropping_the_tls_handshake_is_failed_over_not_a_tls_error(
+    tls_etcd: EtcdCluster, pki: tuple[CertPaths, CertPaths]
+) -> None:
+    """A member that goes away in the middle of the TLS handshake (here: a listener
+    that reads the ClientHello and closes) is an unreachable endpoint: the client
+    moves on to the next one. Only a real TLS problem (certificates, protocol) is an
+    ``EtcdAuthError``."""
+    import socket
+
+    from etcdraft.errors import EtcdUnavailableError
+
+    good, _ = pki
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def drop_handshakes() -> None:
+        server.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(2)
+            try:
+                conn.recv(4096)  # the ClientHello
+            except OSError:
+                pass
+            conn.close()
+
+    thread = threading.Thread(target=drop_handshakes, daemon=True)
+    thread.start()
+    dropping = f"https://127.0.0.1:{port}"
+    files = {
+        "ca_file": good.ca_file,
+        "cert_file": good.client_cert_file,
+        "key_file": good.client_key_file,
+    }
+    try:
+        both = EtcdClient([dropping, *tls_etcd.endpoints], name="test-drop", **files)
+        try:
+            both.put(b"/tls-drop/k", b"v", Deadline(5.0))
+            assert both.get(b"/tls-drop/k", Deadline(5.0)) is not None
+        finally:
+            both.close()
+        alone = EtcdClient([dropping], name="test-drop-alone", **files)
+        try:
+            with pytest.raises(EtcdUnavailableError) as info:
+                alone.get(b"/tls-drop/k", Deadline(1.0))
+            assert not isinstance(info.value, EtcdAuthError)
+            assert "handshake" in str(info.value)
+        finally:
+            alone.close()
+    finally:
+        stop.set()
+        server.close()
+        thread.join(2)

@@ -225,6 +225,10 @@ def bench_broadcast(
                     "ok": q["ok"],
                     "n": opts.quorum_n,
                 }
+        # the floor: the cheapest clients (gateway, gRPC) on the same etcd, same conditions
+        from bench.floor import bench_floor
+
+        floor = bench_floor(cluster, opts.iso_rounds, opts.iso_n, log=log)
         return {
             "size": size,
             "sides": names,
@@ -232,6 +236,7 @@ def bench_broadcast(
             "isolated": iso_rounds,
             "etcd_version": ".".join(map(str, cluster.version)),
             "has_quorum": quorum,
+            "floor": floor,
         }
     finally:
         for c in children:
@@ -247,6 +252,7 @@ def reduce_broadcast(res: dict[str, Any]) -> dict[str, Any]:
         "etcd_version": res["etcd_version"],
         "sides": [a, b],
         "has_quorum": res.get("has_quorum", {}),
+        "floor": res.get("floor"),
     }
     for kind in ("load", "isolated"):
         rounds = res[kind]
@@ -878,6 +884,28 @@ def table(results: dict[str, Any]) -> str:
         q = b.get("has_quorum", {}).get("etcdraft")
         if q:
             add(_row("has_quorum() p50/p99 (ms)", _pair(q["p50"], q["p99"], ".3f")))
+        fl = b.get("floor")
+        if fl:
+            add(
+                "  floor, isolated writes, no etcdraft: one process putting and watching "
+                "(bench/floor.py)"
+            )
+            add(_row("", "write p50/p99", "delivery p50/p99"))
+            for k, label in (
+                ("gateway", "  JSON gateway, http.client, put"),
+                ("gateway_txn", "  the same, fenced txn as etcdraft's"),
+                ("grpc", "  gRPC direct, put"),
+            ):
+                x = fl.get(k)
+                if not x:
+                    continue
+                add(
+                    _row(
+                        label,
+                        _pair(x["put_p50"], x["put_p99"]),
+                        _pair(x["deliver_p50"], x["deliver_p99"]),
+                    )
+                )
         add("")
     f = results.get("failover")
     if f:

@@ -1,8 +1,9 @@
 """The one wrapper over etcd's JSON gateway (through etcd3gw).
 
-Only this module imports ``etcd3gw`` and ``requests`` and only it catches their
-exceptions: every failure leaves it as one of :mod:`etcdraft.errors`, mapped in
-:func:`map_http_error` / :func:`map_transport_error`.
+Only this module (with its parts ``_etcd_wire``, the gateway's JSON shapes, and
+``_etcd_errors``, the error mapping) imports ``etcd3gw`` and ``requests`` and only it
+catches their exceptions: every failure leaves it as one of :mod:`etcdraft.errors`,
+mapped in :func:`map_http_error` / :func:`map_transport_error`.
 
 Endpoint failover follows Patroni: requests go to the last endpoint that worked;
 a transient failure moves on to the next, and the *remaining* deadline is split
@@ -14,8 +15,6 @@ was sent comes from a member whose view went backwards; it is not trusted.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -23,7 +22,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +30,32 @@ import requests.adapters
 from etcd3gw.client import Etcd3Client
 
 from etcdraft._deadline import Deadline
+from etcdraft._etcd_errors import (
+    CompactedError,
+    LeaseNotFoundError,
+    TransientError,
+    _grpc_fields,
+    _never_sent,
+    _TokenExpired,
+    map_http_error,
+    map_transport_error,
+)
+from etcdraft._etcd_wire import (
+    KV,
+    RangeResult,
+    TxnResult,
+    b64,
+    cmp_create,
+    cmp_lease,
+    cmp_mod,
+    cmp_value,
+    cmp_version,
+    op_delete,
+    op_put,
+    op_range,
+    prefix_end,
+    unb64,
+)
 from etcdraft._http import ConnectError, Pool
 from etcdraft.errors import (
     EtcdAuthError,
@@ -43,16 +67,21 @@ from etcdraft.errors import (
 )
 
 __all__ = [
-    "KV",
     "CompactedError",
     "EtcdClient",
+    "KV",
     "LeaseNotFoundError",
+    "RangeResult",
+    "TransientError",
+    "TxnResult",
     "b64",
     "cmp_create",
     "cmp_lease",
     "cmp_mod",
     "cmp_value",
     "cmp_version",
+    "map_http_error",
+    "map_transport_error",
     "op_delete",
     "op_put",
     "op_range",
@@ -65,269 +94,6 @@ log = logging.getLogger(__name__)
 #: Extra wait added to a caller's deadline when it is split across endpoints.
 MIN_ATTEMPT = 0.05
 CONNECT_TIMEOUT = 0.5
-
-_TRANSIENT_MESSAGES = (
-    "not a primary lessor",
-    "leader changed",
-    "no leader",
-    "request timed out",
-    "timed out",
-    "too many requests",
-    "server is not ready",
-    "etcdserver: stopped",
-    "raft proposal dropped",
-    "not capable",
-    "unhealthy cluster",
-    "connection reset",
-)
-
-
-#: etcd refused the token itself, not the user: get a new one and retry. A simple
-#: token expires after --auth-token-ttl of disuse; a JWT is refused as soon as the
-#: auth store changes (any user or role added, changed or removed): etcd 3.4 says
-#: "revision of auth store is old", 3.5 "auth: revision in header is old".
-_STALE_TOKEN_MESSAGES = (
-    "invalid auth token",
-    "revision of auth store is old",
-    "revision in header is old",
-)
-
-
-class TransientError(EtcdUnavailableError):
-    """Internal: a failure worth retrying on another endpoint."""
-
-
-class CompactedError(EtcdError):
-    """The requested revision was compacted (watch or range at an old revision)."""
-
-    def __init__(self, message: str, *, compact_revision: int = 0) -> None:
-        super().__init__(message)
-        self.compact_revision = compact_revision
-
-
-class LeaseNotFoundError(EtcdError):
-    """The lease does not exist (expired or revoked)."""
-
-
-class _TokenExpired(EtcdAuthError):
-    pass
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def unb64(data: str | None) -> bytes:
-    # binascii directly: base64.b64decode only adds type checks around this call
-    return binascii.a2b_base64(data) if data else b""
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The range end covering every key that starts with ``prefix``."""
-    buf = bytearray(prefix)
-    for i in range(len(buf) - 1, -1, -1):
-        if buf[i] < 0xFF:
-            buf[i] += 1
-            return bytes(buf[: i + 1])
-    return b"\x00"
-
-
-# -- transaction builders (gateway JSON shapes) --------------------------------
-
-
-def _cmp(key: bytes, target: str, result: str, field: str, value: Any) -> dict[str, Any]:
-    return {"key": b64(key), "target": target, "result": result, field: value}
-
-
-def cmp_create(
-    key: bytes, result: str, revision: int, *, range_end: bytes | None = None
-) -> dict[str, Any]:
-    """Compare the key's create revision (0 = key absent). With ``range_end``, every
-    key of ``[key, range_end)`` must match (an empty range counts as absent)."""
-    cmp = _cmp(key, "CREATE", result, "create_revision", str(revision))
-    if range_end is not None:
-        cmp["range_end"] = b64(range_end)
-    return cmp
-
-
-def cmp_mod(key: bytes, result: str, revision: int) -> dict[str, Any]:
-    return _cmp(key, "MOD", result, "mod_revision", str(revision))
-
-
-def cmp_version(key: bytes, result: str, version: int) -> dict[str, Any]:
-    return _cmp(key, "VERSION", result, "version", str(version))
-
-
-def cmp_value(key: bytes, result: str, value: bytes) -> dict[str, Any]:
-    return _cmp(key, "VALUE", result, "value", b64(value))
-
-
-def cmp_lease(key: bytes, result: str, lease: int) -> dict[str, Any]:
-    return _cmp(key, "LEASE", result, "lease", str(lease))
-
-
-def op_put(key: bytes, value: bytes, lease: int = 0) -> dict[str, Any]:
-    req: dict[str, Any] = {"key": b64(key), "value": b64(value)}
-    if lease:
-        req["lease"] = str(lease)
-    return {"request_put": req}
-
-
-def op_delete(key: bytes, range_end: bytes | None = None) -> dict[str, Any]:
-    req: dict[str, Any] = {"key": b64(key)}
-    if range_end is not None:
-        req["range_end"] = b64(range_end)
-    return {"request_delete_range": req}
-
-
-def op_range(key: bytes, range_end: bytes | None = None, limit: int = 0) -> dict[str, Any]:
-    req: dict[str, Any] = {"key": b64(key)}
-    if range_end is not None:
-        req["range_end"] = b64(range_end)
-    if limit:
-        req["limit"] = str(limit)
-    return {"request_range": req}
-
-
-@dataclass(frozen=True, slots=True)
-class KV:
-    """One key-value as etcd returns it."""
-
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int
-
-    @classmethod
-    def from_json(cls, kv: dict[str, Any]) -> KV:
-        return cls(
-            key=unb64(kv.get("key")),
-            value=unb64(kv.get("value")),
-            create_revision=int(kv.get("create_revision", 0)),
-            mod_revision=int(kv.get("mod_revision", 0)),
-            version=int(kv.get("version", 0)),
-            lease=int(kv.get("lease", 0)),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class TxnResult:
-    succeeded: bool
-    revision: int
-    responses: list[dict[str, Any]]
-
-    def range_kvs(self, i: int) -> list[KV]:
-        """The kvs of the ``i``-th response, which must be a range."""
-        resp = self.responses[i].get("response_range", {}) if i < len(self.responses) else {}
-        return [KV.from_json(kv) for kv in resp.get("kvs", [])]
-
-
-@dataclass(frozen=True, slots=True)
-class RangeResult:
-    kvs: list[KV]
-    revision: int
-    more: bool
-    count: int
-
-
-# -- error mapping ---------------------------------------------------------------
-
-
-def _grpc_fields(text: str) -> tuple[int | None, str]:
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return None, text.strip()[:300]
-    if not isinstance(body, dict):
-        return None, text.strip()[:300]
-    err = body.get("error")
-    if isinstance(err, dict):  # streaming envelope {"error": {"grpc_code":..., "message":...}}
-        code = err.get("grpc_code", err.get("code"))
-        return (int(code) if code is not None else None), str(err.get("message", ""))
-    code = body.get("code")
-    message = body.get("message") or body.get("error") or ""
-    return (int(code) if code is not None else None), str(message)
-
-
-def map_http_error(status: int, text: str, endpoint: str) -> EtcdraftError:
-    """Map a gateway error answer to the most specific etcdraft error."""
-    code, message = _grpc_fields(text)
-    low = message.lower()
-    where = f"etcd at {endpoint}"
-    if "compacted" in low:
-        return CompactedError(f"{where}: {message}")
-    if "lease not found" in low:
-        return LeaseNotFoundError(f"{where}: {message}", endpoint=endpoint)
-    if any(m in low for m in _STALE_TOKEN_MESSAGES):
-        return _TokenExpired(f"{where}: {message}", endpoint=endpoint)
-    if code == 16 or status == 401:
-        if "token" in low:
-            return _TokenExpired(f"{where}: {message}", endpoint=endpoint)
-        return EtcdAuthError(
-            f"{where} refused authentication ({message}); check username/password "
-            "or the client certificate",
-            endpoint=endpoint,
-        )
-    if code == 7 or "permission denied" in low:
-        return EtcdAuthError(
-            f"{where}: permission denied ({message}); grant this user's role read/write "
-            "on the namespace prefix",
-            endpoint=endpoint,
-        )
-    if "authentication failed" in low or "user name is empty" in low or "auth:" in low:
-        return EtcdAuthError(f"{where}: {message}; check username/password", endpoint=endpoint)
-    if "too large" in low:
-        return EtcdRequestError(
-            f"{where}: {message} (etcd's --max-request-bytes, 1.5 MiB by default)",
-            endpoint=endpoint,
-        )
-    if "space exceeded" in low or "nospace" in low:
-        return EtcdRequestError(
-            f"{where}: {message}; compact and defragment etcd or raise --quota-backend-bytes",
-            endpoint=endpoint,
-        )
-    if (
-        status in (502, 503, 504, 408)
-        or code in (14, 4, 10, 1)
-        or any(m in low for m in _TRANSIENT_MESSAGES)
-    ):
-        return TransientError(f"{where} unavailable: HTTP {status} {message}", endpoint=endpoint)
-    if code == 3 or status == 400:
-        return EtcdRequestError(f"{where} rejected the request: {message}", endpoint=endpoint)
-    if code is None:
-        # not the gateway's JSON error: whatever answers there is not etcd's v3 API
-        # (a wrong port, a proxy page). An endpoint failure: try the next one.
-        return TransientError(
-            f"{endpoint} answered HTTP {status} with a body that is not etcd's "
-            f"({message[:80]!r}): is it an etcd client URL? (etcd's client port is "
-            "usually 2379; 2380 is its peer port)",
-            endpoint=endpoint,
-        )
-    return EtcdError(f"{where}: HTTP {status} {message}", endpoint=endpoint)
-
-
-def map_transport_error(exc: BaseException, endpoint: str) -> EtcdraftError:
-    """Map a ``requests`` exception to an etcdraft error."""
-    if isinstance(exc, requests.exceptions.SSLError):
-        return EtcdAuthError(
-            f"TLS handshake with etcd at {endpoint} failed ({exc}); check tls_ca_file, "
-            "tls_cert_file and tls_key_file, and that the endpoint uses https://",
-            endpoint=endpoint,
-        )
-    if isinstance(exc, requests.exceptions.Timeout):
-        return TransientError(f"etcd at {endpoint} did not answer in time", endpoint=endpoint)
-    return TransientError(f"cannot reach etcd at {endpoint}: {exc}", endpoint=endpoint)
-
-
-def _never_sent(exc: BaseException) -> bool:
-    """True when the request certainly never reached etcd (connect failed)."""
-    text = str(exc)
-    return isinstance(exc, requests.exceptions.ConnectTimeout | ConnectError) or (
-        "NewConnectionError" in text or "Connection refused" in text
-    )
-
 
 # -- the client --------------------------------------------------------------------
 

@@ -69,6 +69,9 @@ class NodeCore:
     def is_leader(self) -> bool:
         raise NotImplementedError
 
+    def leader_id(self) -> str:
+        raise NotImplementedError
+
     def _new_session(self, deadline: Deadline) -> None:
         raise NotImplementedError
 

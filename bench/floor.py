@@ -2,7 +2,7 @@
 
 Isolated writes (one every 150 ms) take longer than back-to-back ones on etcd itself,
 whatever the client. This section measures the cheapest possible client twice, on its
-own cluster, with no etcdraft code involved (three forms):
+own cluster, with no etcdraft code involved (four forms):
 
 - ``gateway``: a plain ``PUT`` of a ~600-byte value through etcd's JSON gateway
   (``POST /v3/kv/put`` over one keep-alive ``http.client`` connection) and a watch
@@ -10,7 +10,8 @@ own cluster, with no etcdraft code involved (three forms):
 - ``gateway_txn``: the same, but each write is the fenced transaction etcdraft's
   broadcast sends (three compares, a put; what fencing costs etcd);
 - ``grpc``: the plain put and the watch over etcd's gRPC API directly (grpcio,
-  requests encoded by hand: no gateway, no JSON).
+  requests encoded by hand: no gateway, no JSON);
+- ``grpc_txn``: the same with the fenced transaction (``KV/Txn``).
 
 Writer and watcher are threads of one process (the cheapest case: no second process to
 wake), both on the first endpoint. For each write: put latency (start → response) and
@@ -54,6 +55,21 @@ def _varint(n: int) -> bytes:
 def _field(num: int, data: bytes) -> bytes:
     """A length-delimited field (bytes or an embedded message)."""
     return _varint((num << 3) | 2) + _varint(len(data)) + data
+
+
+def _vfield(num: int, value: int) -> bytes:
+    """A varint field (an integer or an enum)."""
+    return _varint(num << 3) + _varint(value)
+
+
+def _header_revision(msg: bytes) -> int:
+    """The revision in the header (1) of an etcd response (ResponseHeader.revision = 3)."""
+    for num, _, header in _fields(msg):
+        if num == 1:
+            for n2, _, rev in _fields(header):
+                if n2 == 3:
+                    return int(rev)
+    raise ValueError("no revision in the response header")
 
 
 def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
@@ -207,15 +223,22 @@ class GatewaySide(_Side):
 
 
 class GrpcSide(_Side):
-    def __init__(self, endpoint: str, prefix: bytes) -> None:
+    """``fenced``: each write is the same fenced transaction as the gateway's
+    (``KV/Txn``: three compares, a put on success, a range on failure)."""
+
+    def __init__(self, endpoint: str, prefix: bytes, fenced: bool = False) -> None:
         import grpc  # type: ignore[import-untyped]
 
         super().__init__()
+        self.fenced = fenced
         target = urlsplit(endpoint).netloc
         self.channel = grpc.insecure_channel(target)
         ident: Callable[[bytes], bytes] = lambda b: b  # noqa: E731
         self._put = self.channel.unary_unary(
             "/etcdserverpb.KV/Put", request_serializer=ident, response_deserializer=ident
+        )
+        self._txn = self.channel.unary_unary(
+            "/etcdserverpb.KV/Txn", request_serializer=ident, response_deserializer=ident
         )
         watch = self.channel.stream_stream(
             "/etcdserverpb.Watch/Watch", request_serializer=ident, response_deserializer=ident
@@ -243,9 +266,35 @@ class GrpcSide(_Side):
         threading.Thread(target=read, daemon=True, name="floor-grpc-watch").start()
         if not created.wait(10):
             raise RuntimeError("gRPC watch not created within 10 s")
+        if fenced:
+            self._leader = prefix + b"fence/election/694d8a1b2c3d4e5f"
+            self._member = prefix + b"fence/members/floor"
+            self._put(_field(1, self._member) + _field(2, b"floor:1"), timeout=5)
+            answer = self._put(_field(1, self._leader) + _field(2, b"floor"), timeout=5)
+            self._leader_rev = _header_revision(answer)
 
     def put(self, key: bytes, value: bytes) -> None:
-        self._put(_field(1, key) + _field(2, value), timeout=5)
+        if not self.fenced:
+            self._put(_field(1, key) + _field(2, value), timeout=5)
+            return
+        # Compare: result 1 (EQUAL 0, GREATER 1), target 2 (VERSION 0, CREATE 1),
+        # key 3, version 4, create_revision 5; RequestOp: request_range 1, request_put 2
+        txn = (
+            _field(
+                1,
+                _vfield(1, 0)
+                + _vfield(2, 1)
+                + _field(3, self._leader)
+                + _vfield(5, self._leader_rev),
+            )
+            + _field(1, _vfield(1, 1) + _vfield(2, 0) + _field(3, self._member) + _vfield(4, 0))
+            + _field(1, _vfield(1, 0) + _vfield(2, 1) + _field(3, key) + _vfield(5, 0))
+            + _field(2, _field(2, _field(1, key) + _field(2, value)))
+            + _field(3, _field(1, _field(1, self._leader)))
+        )
+        answer = self._txn(txn, timeout=5)
+        if not any(num == 2 and val == 1 for num, _, val in _fields(answer)):
+            raise RuntimeError("fenced gRPC write failed")
 
     def close(self) -> None:
         self._stop.set()
@@ -301,12 +350,14 @@ def bench_floor(
         "gateway": prefix + b"gw/",
         "gateway_txn": prefix + b"gwtxn/",
         "grpc": prefix + b"grpc/",
+        "grpc_txn": prefix + b"grpctxn/",
     }
     sides: dict[str, _Side] = {}
     try:
         sides["gateway"] = GatewaySide(endpoint, prefixes["gateway"])
         sides["gateway_txn"] = GatewaySide(endpoint, prefixes["gateway_txn"], fenced=True)
         sides["grpc"] = GrpcSide(endpoint, prefixes["grpc"])
+        sides["grpc_txn"] = GrpcSide(endpoint, prefixes["grpc_txn"], fenced=True)
         for name, side in sides.items():  # warm-up: connections, etcd's own caches
             _one_round(side, "warm", warmup, 0.0, prefixes[name])
         per_round: list[dict[str, dict[str, Any]]] = []

@@ -895,6 +895,7 @@ def table(results: dict[str, Any]) -> str:
                 ("gateway", "  JSON gateway, http.client, put"),
                 ("gateway_txn", "  the same, fenced txn as etcdraft's"),
                 ("grpc", "  gRPC direct, put"),
+                ("grpc_txn", "  gRPC direct, fenced txn"),
             ):
                 x = fl.get(k)
                 if not x:

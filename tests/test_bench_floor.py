@@ -49,23 +49,29 @@ def test_floor_measures_every_side(etcd: object, namespace: str) -> None:
         warmup=2,
     )
     assert res["rounds"] == 2 and len(res["per_round"]) == 2
-    assert all(len(r) == 3 for r in res["per_round"])  # every side in every round
-    for side in ("gateway", "gateway_txn", "grpc"):
+    assert all(len(r) == 4 for r in res["per_round"])  # every side in every round
+    for side in ("gateway", "gateway_txn", "grpc", "grpc_txn"):
         for k in ("put_p50", "put_p99", "deliver_p50", "deliver_p99"):
             assert 0 < res[side][k] < 5000, (side, k, res[side][k])
-    assert len(logged) == 2 and "gateway_txn" in logged[0] and "grpc" in logged[0]
+    assert len(logged) == 2 and "gateway_txn" in logged[0] and "grpc_txn" in logged[0]
 
 
-def test_fenced_side_sends_the_fenced_transaction(etcd: Any, namespace: str) -> None:
-    side = floor.GatewaySide(etcd.endpoints[0], namespace.encode() + b"/fenced/", fenced=True)
+@pytest.mark.parametrize("kind", ["gateway", "grpc"])
+def test_fenced_side_sends_the_fenced_transaction(etcd: Any, namespace: str, kind: str) -> None:
+    prefix = namespace.encode() + b"/fenced/"
+    side: floor._Side
+    if kind == "gateway":
+        side = floor.GatewaySide(etcd.endpoints[0], prefix, fenced=True)
+    else:
+        side = floor.GrpcSide(etcd.endpoints[0], prefix, fenced=True)
     try:
-        key = namespace.encode() + b"/fenced/log/00000000000000000001"
+        key = prefix + b"log/00000000000000000001"
         side.put(key, b"state")
         got, _ = side.arrived.get(timeout=5)
         while got != key:
             got, _ = side.arrived.get(timeout=5)
         # the same log key again: the "log key unused" compare fails, as in a broadcast
-        with pytest.raises(RuntimeError, match="fenced write failed"):
+        with pytest.raises(RuntimeError, match=r"fenced (gRPC )?write failed"):
             side.put(key, b"other state")
     finally:
         side.close()

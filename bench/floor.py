@@ -1,8 +1,9 @@
 """The floor: how fast any client gets an isolated write through this machine's etcd.
 
 Isolated writes (one every 150 ms) take longer than back-to-back ones on etcd itself,
-whatever the client. This section measures the cheapest possible client twice, on its
-own cluster, with no etcdraft code involved (four forms):
+whatever the client. This section measures the cheapest possible client on the same
+etcd, with no etcdraft client code involved (only its JSON builders, so that the
+gateway's fenced transaction is exactly the broadcast's request), in four forms:
 
 - ``gateway``: a plain ``PUT`` of a ~600-byte value through etcd's JSON gateway
   (``POST /v3/kv/put`` over one keep-alive ``http.client`` connection) and a watch
@@ -15,12 +16,11 @@ own cluster, with no etcdraft code involved (four forms):
 
 Writer and watcher are threads of one process (the cheapest case: no second process to
 wake), both on the first endpoint. For each write: put latency (start → response) and
-delivery (start → the watch thread has the event). Rounds alternate the two sides.
+delivery (start → the watch thread has the event). Rounds rotate the sides.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
 import json
@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.common import ENTRY_BYTES, median, pct
+from etcdraft.etcd import b64, cmp_create, cmp_version, op_put, op_range, prefix_end, unb64
 
 Stamp = tuple[bytes, float]
 
@@ -116,12 +117,13 @@ def _event_keys(msg: bytes) -> list[bytes]:
     return keys
 
 
-# ------------------------------------------------------------------- the two sides
+# ------------------------------------------------------------------------- the sides
 
 
 class _Side:
-    """A writer and a watch thread over one prefix; ``put(key)`` returns the put's
-    latency, the delivery time is read from ``arrived``."""
+    """A writer and a watch thread over one prefix: ``put(key, value)`` writes (and
+    returns when etcd answered), the watch thread puts ``(key, monotonic time)`` on
+    ``arrived`` for each event."""
 
     def __init__(self) -> None:
         self.arrived: queue.Queue[Stamp] = queue.Queue()
@@ -146,7 +148,7 @@ class GatewaySide(_Side):
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
         self.wconn = http.client.HTTPConnection(self.host, self.port, timeout=30)
         self._closed = False
-        body = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix[:-1] + b"0")}}
+        body = {"create_request": {"key": b64(prefix), "range_end": b64(prefix_end(prefix))}}
         self.wconn.request("POST", "/v3/watch", json.dumps(body))
         self.resp = self.wconn.getresponse()
         created = json.loads(self.resp.readline())
@@ -154,11 +156,15 @@ class GatewaySide(_Side):
             raise RuntimeError(f"gateway watch not created: {created}")
         threading.Thread(target=self._read, daemon=True, name="floor-gw-watch").start()
         if fenced:
-            self._leader_b64 = _b64(prefix + b"fence/election/694d8a1b2c3d4e5f")
-            self._member_b64 = _b64(prefix + b"fence/members/floor")
-            self._post("/v3/kv/put", {"key": self._member_b64, "value": _b64(b"floor:1")})
-            hdr = self._post("/v3/kv/put", {"key": self._leader_b64, "value": _b64(b"floor")})
-            self._leader_rev = str(hdr["header"]["revision"])
+            self._leader = prefix + b"fence/election/694d8a1b2c3d4e5f"
+            member = prefix + b"fence/members/floor"
+            self._post("/v3/kv/put", op_put(member, b"floor:1")["request_put"])
+            hdr = self._post("/v3/kv/put", op_put(self._leader, b"floor")["request_put"])
+            # the compares of a broadcast, built once as Node does per term
+            self._fence = [
+                cmp_create(self._leader, "EQUAL", int(hdr["header"]["revision"])),
+                cmp_version(member, "GREATER", 0),
+            ]
 
     def _read(self) -> None:
         try:
@@ -169,8 +175,8 @@ class GatewaySide(_Side):
                 msg = json.loads(line)
                 for ev in msg.get("result", {}).get("events", ()):
                     kv = ev["kv"]
-                    key = base64.b64decode(kv["key"])
-                    base64.b64decode(kv.get("value", ""))
+                    key = unb64(kv["key"])
+                    unb64(kv.get("value"))
                     self.arrived.put((key, time.monotonic()))
         except Exception:
             if self._closed:  # close() pulled the stream from under the reader
@@ -187,26 +193,15 @@ class GatewaySide(_Side):
         return out
 
     def put(self, key: bytes, value: bytes) -> None:
-        k, v = _b64(key), _b64(value)
         if not self.fenced:
-            self._post("/v3/kv/put", {"key": k, "value": v})
+            self._post("/v3/kv/put", op_put(key, value)["request_put"])
             return
-        lk = self._leader_b64
         answer = self._post(
             "/v3/kv/txn",
             {
-                "compare": [
-                    {
-                        "key": lk,
-                        "target": "CREATE",
-                        "result": "EQUAL",
-                        "create_revision": self._leader_rev,
-                    },
-                    {"key": self._member_b64, "target": "VERSION", "result": "GREATER"},
-                    {"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"},
-                ],
-                "success": [{"request_put": {"key": k, "value": v}}],
-                "failure": [{"request_range": {"key": lk}}],
+                "compare": [*self._fence, cmp_create(key, "EQUAL", 0)],
+                "success": [op_put(key, value)],
+                "failure": [op_range(self._leader)],
             },
         )
         if not answer.get("succeeded"):
@@ -245,7 +240,7 @@ class GrpcSide(_Side):
         )
         self._stop = threading.Event()
         created = threading.Event()
-        create = _field(1, _field(1, prefix) + _field(2, prefix[:-1] + b"0"))
+        create = _field(1, _field(1, prefix) + _field(2, prefix_end(prefix)))
 
         def requests() -> Iterator[bytes]:
             yield create
@@ -302,10 +297,6 @@ class GrpcSide(_Side):
         self.channel.close()
 
 
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode("ascii")
-
-
 # ------------------------------------------------------------------------ the run
 
 
@@ -320,7 +311,10 @@ def _one_round(side: _Side, tag: str, n: int, interval: float, prefix: bytes) ->
         t1 = time.monotonic()
         deadline = t0 + 5
         while True:
-            k, t = side.arrived.get(timeout=max(0.01, deadline - time.monotonic()))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"floor: no watch event for {key!r} within 5 s")
+            k, t = side.arrived.get(timeout=left)
             if k == key:
                 break
         put_ms.append((t1 - t0) * 1e3)
@@ -343,7 +337,7 @@ def bench_floor(
     prefix: bytes = b"/bench-floor/",
     warmup: int = 20,
 ) -> dict[str, Any]:
-    """Alternated rounds of ``n`` writes per side on ``cluster`` (anything with
+    """Rounds of ``n`` writes per side, the sides rotated, on ``cluster`` (anything with
     ``endpoints``), ``interval`` seconds apart, under ``prefix``."""
     endpoint = cluster.endpoints[0]
     prefixes = {

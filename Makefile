@@ -31,7 +31,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix etcdraft tests
 
 proto: $(STAMP) ## regenerate etcdraft/proto/*_pb2.py from the .proto (the output is committed)
-	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. etcdraft/proto/raft_block_state.proto
+	$(PY) scripts/gen-proto
 
 bench: $(STAMP) ## benchmarks side by side with raw etcd3gw on embedded etcd (~4 min; BENCH_ARGS=--long for 200k blocks)
 	$(PY) -m pip install --quiet -e '.[bench]'

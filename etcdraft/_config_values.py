@@ -253,6 +253,13 @@ def _positive_duration(value: Any) -> float:
     return seconds
 
 
+def _non_negative_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds < 0:
+        raise ConfigError(f"must not be negative, got {value!r}: use e.g. '10s', or 0 to disable")
+    return seconds
+
+
 def _no_bool(value: Any) -> Any:
     if isinstance(value, bool):
         raise ConfigError(f"expected an integer, got the boolean {value!r}")
@@ -263,6 +270,53 @@ def _at_least_one(value: int) -> int:
     if value < 1:
         raise ConfigError(f"must be at least 1, got {value}")
     return value
+
+
+def _at_least_zero(value: int) -> int:
+    if value < 0:
+        raise ConfigError(f"must be 0 or more, got {value}")
+    return value
+
+
+def split_host_port(addr: str) -> tuple[str, int]:
+    """Split a listen address ``host:port`` (``http_addr``) into host and port.
+
+    ``host`` may be a name, an IPv4 address, an IPv6 address in brackets
+    (``[::1]:8080``) or empty (``:8080``: every interface, as in Go). Port 0 picks a
+    free port.
+
+    Raises:
+        ConfigError: (a ``ValueError``) when ``addr`` is not of that form.
+    """
+    example = "e.g. '127.0.0.1:8080', '0.0.0.0:8080' or '[::1]:8080'"
+    if "://" in addr or "/" in addr:
+        raise ConfigError(
+            f"{addr!r} is not host:port: write it without a scheme or path, {example}"
+        )
+    if any(char.isspace() or not char.isprintable() for char in addr):
+        raise ConfigError(f"{addr!r} contains whitespace or control characters: use {example}")
+    if addr.startswith("["):
+        host, sep, port = addr[1:].partition("]:")
+        if not sep or not host:
+            raise ConfigError(f"{addr!r} is not [ipv6]:port: use {example}")
+    else:
+        host, sep, port = addr.rpartition(":")
+        if not sep:
+            raise ConfigError(f"{addr!r} has no port: write host:port, {example}")
+        if ":" in host:
+            raise ConfigError(f"{addr!r}: put an IPv6 address in brackets, e.g. '[::1]:8080'")
+    if not port.isdigit() or not port.isascii() or int(port) > 65535:
+        raise ConfigError(f"{addr!r} has no valid port (0-65535): use {example}")
+    return host, int(port)
+
+
+def _http_addr(value: Any) -> Any:
+    if value is None or value == "":
+        return None  # off
+    if isinstance(value, str):
+        split_host_port(value.strip())
+        return value.strip()
+    return value  # pydantic reports the type error
 
 
 def _split_list(value: Any) -> Any:
@@ -299,8 +353,17 @@ def _non_empty_optional(value: Any) -> Any:
 _Duration = Annotated[float, BeforeValidator(_positive_duration)]
 """A duration in seconds (> 0), given in any form :func:`parse_duration` accepts."""
 
+_DurationOrOff = Annotated[float, BeforeValidator(_non_negative_duration)]
+"""A duration in seconds (>= 0; 0 turns the feature off)."""
+
 _PositiveInt = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_at_least_one)]
 """An integer >= 1."""
+
+_NonNegativeInt = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_at_least_zero)]
+"""An integer >= 0."""
+
+_HttpAddr = Annotated[str | None, BeforeValidator(_http_addr)]
+"""A listen address ``host:port``; None (or empty) turns the server off."""
 
 _CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 """A list of strings, also given as one comma-separated string (as in the environment)."""

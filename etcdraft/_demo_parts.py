@@ -4,16 +4,17 @@ processes, and the terminal view (split from ``demo.py``)."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import math
+import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import IO, Any
+
+from etcdraft.embedded import with_parent_death_signal
 
 # ---------------------------------------------------------------------------- records
 
@@ -49,16 +50,6 @@ class _Tail:
 
 # ---------------------------------------------------------------------------- processes
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except Exception:
-        pass
-
 
 class NodeProc:
     """One toy node process, restartable."""
@@ -86,15 +77,12 @@ class NodeProc:
     def start(self) -> None:
         with open(self.log_path, "ab") as logfile:
             self.proc = subprocess.Popen(
-                self.cmd,
+                with_parent_death_signal(self.cmd, os.getpid()),
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the demo, which stops us in order
-                preexec_fn=_die_with_parent
-                if threading.current_thread() is threading.main_thread()
-                else None,
             )
         self.state = "up"
         self.expect_exit = False

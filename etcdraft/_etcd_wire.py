@@ -1,19 +1,25 @@
-"""The JSON shapes of etcd's v3 gateway: base64 keys and values, compare and request
-builders for transactions, and the key-value and result records the client returns.
-Pure data, no I/O; :mod:`etcdraft.etcd` re-exports all of it."""
+"""The messages of etcd's v3 gRPC API as etcdraft builds and reads them: compare and
+request builders for transactions, and the key-value and result records the client
+returns. Pure data, no I/O; :mod:`etcdraft.etcd` re-exports all of it.
+
+The builders return etcd's own protobuf messages (``etcdserverpb.Compare`` and
+``etcdserverpb.RequestOp``, generated from ``etcdraft/proto/etcd_rpc.proto``), so a
+transaction is built once and sent as is."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeAlias
+
+from etcdraft.proto import etcd_kv_pb2 as mvccpb
+from etcdraft.proto import etcd_rpc_pb2 as pb
 
 __all__ = [
     "KV",
+    "Compare",
     "RangeResult",
+    "RequestOp",
     "TxnResult",
-    "b64",
     "cmp_create",
     "cmp_lease",
     "cmp_mod",
@@ -23,17 +29,17 @@ __all__ = [
     "op_put",
     "op_range",
     "prefix_end",
-    "unb64",
 ]
 
+Compare: TypeAlias = pb.Compare
+RequestOp: TypeAlias = pb.RequestOp
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def unb64(data: str | None) -> bytes:
-    # binascii directly: base64.b64decode only adds type checks around this call
-    return binascii.a2b_base64(data) if data else b""
+_RESULTS: dict[str, pb.Compare.CompareResult] = {
+    "EQUAL": pb.Compare.EQUAL,
+    "GREATER": pb.Compare.GREATER,
+    "LESS": pb.Compare.LESS,
+    "NOT_EQUAL": pb.Compare.NOT_EQUAL,
+}
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -46,61 +52,63 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\x00"
 
 
-# -- transaction builders (gateway JSON shapes) --------------------------------
+def _result(result: str) -> pb.Compare.CompareResult:
+    try:
+        return _RESULTS[result]
+    except KeyError:
+        raise ValueError(
+            f"compare result must be one of {sorted(_RESULTS)}, not {result!r}"
+        ) from None
 
 
-def _cmp(key: bytes, target: str, result: str, field: str, value: Any) -> dict[str, Any]:
-    return {"key": b64(key), "target": target, "result": result, field: value}
+# -- transaction builders ----------------------------------------------------------
 
 
 def cmp_create(
     key: bytes, result: str, revision: int, *, range_end: bytes | None = None
-) -> dict[str, Any]:
+) -> Compare:
     """Compare the key's create revision (0 = key absent). With ``range_end``, every
     key of ``[key, range_end)`` must match (an empty range counts as absent)."""
-    cmp = _cmp(key, "CREATE", result, "create_revision", str(revision))
+    cmp = pb.Compare(
+        key=key, target=pb.Compare.CREATE, result=_result(result), create_revision=revision
+    )
     if range_end is not None:
-        cmp["range_end"] = b64(range_end)
+        cmp.range_end = range_end
     return cmp
 
 
-def cmp_mod(key: bytes, result: str, revision: int) -> dict[str, Any]:
-    return _cmp(key, "MOD", result, "mod_revision", str(revision))
+def cmp_mod(key: bytes, result: str, revision: int) -> Compare:
+    return pb.Compare(key=key, target=pb.Compare.MOD, result=_result(result), mod_revision=revision)
 
 
-def cmp_version(key: bytes, result: str, version: int) -> dict[str, Any]:
-    return _cmp(key, "VERSION", result, "version", str(version))
+def cmp_version(key: bytes, result: str, version: int) -> Compare:
+    return pb.Compare(key=key, target=pb.Compare.VERSION, result=_result(result), version=version)
 
 
-def cmp_value(key: bytes, result: str, value: bytes) -> dict[str, Any]:
-    return _cmp(key, "VALUE", result, "value", b64(value))
+def cmp_value(key: bytes, result: str, value: bytes) -> Compare:
+    return pb.Compare(key=key, target=pb.Compare.VALUE, result=_result(result), value=value)
 
 
-def cmp_lease(key: bytes, result: str, lease: int) -> dict[str, Any]:
-    return _cmp(key, "LEASE", result, "lease", str(lease))
+def cmp_lease(key: bytes, result: str, lease: int) -> Compare:
+    return pb.Compare(key=key, target=pb.Compare.LEASE, result=_result(result), lease=lease)
 
 
-def op_put(key: bytes, value: bytes, lease: int = 0) -> dict[str, Any]:
-    req: dict[str, Any] = {"key": b64(key), "value": b64(value)}
-    if lease:
-        req["lease"] = str(lease)
-    return {"request_put": req}
+def op_put(key: bytes, value: bytes, lease: int = 0) -> RequestOp:
+    return pb.RequestOp(request_put=pb.PutRequest(key=key, value=value, lease=lease))
 
 
-def op_delete(key: bytes, range_end: bytes | None = None) -> dict[str, Any]:
-    req: dict[str, Any] = {"key": b64(key)}
+def op_delete(key: bytes, range_end: bytes | None = None) -> RequestOp:
+    req = pb.DeleteRangeRequest(key=key)
     if range_end is not None:
-        req["range_end"] = b64(range_end)
-    return {"request_delete_range": req}
+        req.range_end = range_end
+    return pb.RequestOp(request_delete_range=req)
 
 
-def op_range(key: bytes, range_end: bytes | None = None, limit: int = 0) -> dict[str, Any]:
-    req: dict[str, Any] = {"key": b64(key)}
+def op_range(key: bytes, range_end: bytes | None = None, limit: int = 0) -> RequestOp:
+    req = pb.RangeRequest(key=key, limit=limit)
     if range_end is not None:
-        req["range_end"] = b64(range_end)
-    if limit:
-        req["limit"] = str(limit)
-    return {"request_range": req}
+        req.range_end = range_end
+    return pb.RequestOp(request_range=req)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,14 +123,14 @@ class KV:
     lease: int
 
     @classmethod
-    def from_json(cls, kv: dict[str, Any]) -> KV:
+    def from_pb(cls, kv: mvccpb.KeyValue) -> KV:
         return cls(
-            key=unb64(kv.get("key")),
-            value=unb64(kv.get("value")),
-            create_revision=int(kv.get("create_revision", 0)),
-            mod_revision=int(kv.get("mod_revision", 0)),
-            version=int(kv.get("version", 0)),
-            lease=int(kv.get("lease", 0)),
+            key=kv.key,
+            value=kv.value,
+            create_revision=kv.create_revision,
+            mod_revision=kv.mod_revision,
+            version=kv.version,
+            lease=kv.lease,
         )
 
 
@@ -130,12 +138,13 @@ class KV:
 class TxnResult:
     succeeded: bool
     revision: int
-    responses: list[dict[str, Any]]
+    responses: list[pb.ResponseOp]
 
     def range_kvs(self, i: int) -> list[KV]:
         """The kvs of the ``i``-th response, which must be a range."""
-        resp = self.responses[i].get("response_range", {}) if i < len(self.responses) else {}
-        return [KV.from_json(kv) for kv in resp.get("kvs", [])]
+        if i >= len(self.responses):
+            return []
+        return [KV.from_pb(kv) for kv in self.responses[i].response_range.kvs]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from etcdraft._deadline import Deadline
 from etcdraft._node_core import NodeCore
@@ -22,7 +21,16 @@ from etcdraft.errors import (
     LeadershipLostError,
     NotLeaderError,
 )
-from etcdraft.etcd import EtcdClient, cmp_create, cmp_mod, cmp_version, op_put, op_range
+from etcdraft.etcd import (
+    Compare,
+    EtcdClient,
+    RequestOp,
+    cmp_create,
+    cmp_mod,
+    cmp_version,
+    op_put,
+    op_range,
+)
 from etcdraft.fsm import decode_state, short_hash
 from etcdraft.proto import RaftBlockState
 
@@ -39,7 +47,7 @@ class BroadcastMixin(NodeCore):
     fenced_rejections: int
     _broadcast_observers: list[Callable[[str, float], None]]
     #: (election key, term, its create-revision compare, the member-key compare)
-    _fence: tuple[bytes, int, dict[str, Any], dict[str, Any]]
+    _fence: tuple[bytes, int, Compare, Compare]
     #: a broadcast may have committed without our knowing (until the watch caught up)
     _ambiguous: bool
 
@@ -196,7 +204,7 @@ class BroadcastMixin(NodeCore):
             self._step_down("fenced write rejected by etcd")
             raise LeadershipLostError()
 
-    def _with_heartbeat(self, ops: list[dict[str, Any]], term: int) -> list[dict[str, Any]]:
+    def _with_heartbeat(self, ops: list[RequestOp], term: int) -> list[RequestOp]:
         """Add the leader's heartbeat put to a leader write when one is due."""
         if self._config.fast_takeover:
             now = time.monotonic()

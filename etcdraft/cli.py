@@ -228,7 +228,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     _install_stop_handlers(stop)
-    config = Config()
+    config = Config() if args.http is None else Config(http_addr=args.http)
     return run_node(
         config, block_interval=args.block_interval, record_dir=args.record_dir, stop=stop
     )
@@ -585,6 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_node = add("node", "run a toy sequencer node (config from ETCDRAFT_*)")
     p_node.add_argument("--block-interval", type=float, default=1.0, help="seconds per block")
     p_node.add_argument("--record-dir", default=None, help="record acks/applies (JSON lines)")
+    p_node.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        default=None,
+        help="serve /raft/node, /health/live, /health/ready, /leader, /replica and "
+        "/metrics there (ETCDRAFT_HTTP_ADDR; default: off)",
+    )
     p_node.set_defaults(func=_cmd_node, default_level="INFO")
     return parser
 

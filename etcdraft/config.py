@@ -46,7 +46,10 @@ from etcdraft._config_values import (
     _check_node_id,
     _CommaList,
     _Duration,
+    _DurationOrOff,
+    _HttpAddr,
     _non_empty_optional,
+    _NonNegativeInt,
     _OptionalFile,
     _positive_duration,
     _PositiveInt,
@@ -99,7 +102,7 @@ GO_FIELD_NAMES: Final[Mapping[str, str]] = MappingProxyType(
 )
 
 _DEFAULT_SEND_TIMEOUT: Final = 1.0
-_SECRET_FIELDS: Final = frozenset({"password"})
+_SECRET_FIELDS: Final = frozenset({"password", "tls_key_password"})
 _MASK: Final = "**********"
 
 
@@ -221,6 +224,32 @@ class Config(BaseSettings):
         default=None,
         description="Private key of tls_cert_file.",
     )
+    tls_key_password: Annotated[SecretStr | None, BeforeValidator(_non_empty_optional)] = Field(
+        default=None,
+        description="Password of an encrypted tls_key_file; a secret, never shown "
+        "(needs the 'cryptography' package: pip install 'etcdraft[tls]').",
+    )
+    tls_server_name: str | None = Field(
+        default=None,
+        description="Name to verify in etcd's server certificate instead of the "
+        "endpoint's host (for endpoints given as IP addresses).",
+    )
+    dial_timeout: _Duration = Field(
+        default=2.0,
+        description="Deadline of setting up one connection to an etcd endpoint "
+        "(TCP, TLS and HTTP/2 handshakes).",
+    )
+    keepalive_time: _DurationOrOff = Field(
+        default=10.0,
+        description="Interval of HTTP/2 keepalive pings on idle etcd connections "
+        "(0 disables them); etcd refuses pings more often than its "
+        "--grpc-keepalive-min-time (5s by default).",
+    )
+    keepalive_timeout: _Duration = Field(
+        default=5.0,
+        description="How long a keepalive ping may go unanswered before the "
+        "connection is closed and another endpoint is used.",
+    )
     username: str | None = Field(
         default=None,
         description="etcd user for role-based auth (requires password).",
@@ -228,6 +257,16 @@ class Config(BaseSettings):
     password: Annotated[SecretStr | None, BeforeValidator(_non_empty_optional)] = Field(
         default=None,
         description="Password of username; a secret, never shown in repr or logs.",
+    )
+    http_addr: _HttpAddr = Field(
+        default=None,
+        description="host:port where the node serves its HTTP endpoints (/raft/node, "
+        "/health/live, /health/ready, /leader, /replica, /metrics); None or '' = off.",
+    )
+    readiness_max_blocks_behind: _NonNegativeInt = Field(
+        default=3,
+        description="/health/ready answers 503 when the applied height is more than "
+        "this many blocks behind the log head in etcd.",
     )
 
     def __init__(self, **values: Any) -> None:
@@ -470,9 +509,33 @@ class Config(BaseSettings):
                     field=missing,
                 )
             )
+        if self.tls_key_password is not None and self.tls_key_file is None:
+            problems.append(
+                ConfigError(
+                    "tls_key_password is set but tls_key_file is not: the password "
+                    "decrypts the client key; set tls_key_file (and tls_cert_file)",
+                    field="tls_key_file",
+                )
+            )
+        schemes = {urlsplit(url).scheme.lower() for url in self.endpoints}
+        if len(schemes) > 1:
+            problems.append(
+                ConfigError(
+                    "endpoints mix http:// and https://: every endpoint of one etcd "
+                    "cluster uses the same scheme; list them all as https:// (TLS) or "
+                    "all as http://",
+                    field="endpoints",
+                )
+            )
         tls_fields = [
             name
-            for name in ("tls_ca_file", "tls_cert_file", "tls_key_file")
+            for name in (
+                "tls_ca_file",
+                "tls_cert_file",
+                "tls_key_file",
+                "tls_key_password",
+                "tls_server_name",
+            )
             if getattr(self, name) is not None
         ]
         if tls_fields:

@@ -298,6 +298,7 @@ class ElectionMixin(NodeCore):
             [cmp_create(key, "EQUAL", term)],
             [op_put(self._keys.heartbeat, str(term).encode())],
             deadline=deadline,
+            lane="control",
         )
         if not result.succeeded:
             self._step_down("heartbeat rejected: election key gone")

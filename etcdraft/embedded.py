@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -201,15 +201,43 @@ def _kill_all_at_exit() -> None:
 
 atexit.register(_kill_all_at_exit)
 
-_PR_SET_PDEATHSIG = 1
+
+# -- children that die with their parent ---------------------------------------
+#
+# Child processes that die with their parent, without a ``preexec_fn``.
+#
+# A ``preexec_fn`` makes :mod:`subprocess` fork with Python's and grpcio's fork handlers
+# (it cannot use ``vfork``); grpcio aborts the whole process in those handlers when its
+# threads are busy (seen with the embedded etcd restarted while nodes of the same process
+# were talking to it). So the child sets its own parent-death signal: the command is
+# prefixed with a tiny trampoline (``python -I -S -c``) that calls
+# ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` and then ``exec``s the real program, keeping its
+# pid. Linux only; elsewhere the command runs as is.
+
+_TRAMPOLINE = (
+    "import ctypes,os,sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None).prctl(1, 9)\n"  # PR_SET_PDEATHSIG, SIGKILL
+    "except Exception:\n"
+    "    pass\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(1)\n"  # the parent already died
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except Exception:
-        pass
+def with_parent_death_signal(cmd: list[str], parent_pid: int) -> list[str]:
+    """``cmd`` wrapped so that the child is killed (SIGKILL) when ``parent_pid``
+    (the process that starts it) dies.
+
+    Only from the main thread: Linux sends the parent-death signal when the *thread*
+    that started the child ends, so a child started from a worker thread would die
+    with that thread; it runs unwrapped (and is still killed at exit by atexit)."""
+    if not sys.platform.startswith("linux"):
+        return list(cmd)
+    if threading.current_thread() is not threading.main_thread():
+        return list(cmd)
+    return [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(parent_pid), *cmd]
 
 
 def _proc_state(pid: int) -> str | None:
@@ -314,17 +342,11 @@ class EtcdMember:
             try:
                 logfile.write(f"--- start {' '.join(self._command())}\n".encode())
                 logfile.flush()
-                preexec = (
-                    _die_with_parent
-                    if threading.current_thread() is threading.main_thread()
-                    else None
-                )
                 proc = subprocess.Popen(
-                    self._command(),
+                    with_parent_death_signal(self._command(), os.getpid()),
                     stdin=subprocess.DEVNULL,
                     stdout=logfile,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=preexec,
                 )
             finally:
                 logfile.close()

@@ -14,7 +14,9 @@ organised by *kind*, so callers can catch as broadly or narrowly as they need::
     │   ├── EtcdUnavailableError         etcd unreachable within the time allowed
     │   │   └── EtcdTimeoutError         (also TimeoutError) a deadline expired
     │   ├── EtcdAuthError                authentication / permission denied
-    │   └── EtcdRequestError             etcd rejected the request (too large, quota...)
+    │   └── EtcdRequestError             etcd rejected the request
+    │       ├── EtcdRequestTooLargeError over etcd's --max-request-bytes
+    │       └── EtcdNoSpaceError         etcd's backend is full (NOSPACE alarm)
     └── HandoverError                    no live member can take leadership over
 
 Timeouts also subclass the builtin :class:`TimeoutError`, so ``except TimeoutError``
@@ -29,7 +31,9 @@ __all__ = [
     "ErrLeadershipLost",
     "EtcdAuthError",
     "EtcdError",
+    "EtcdNoSpaceError",
     "EtcdRequestError",
+    "EtcdRequestTooLargeError",
     "EtcdTimeoutError",
     "EtcdUnavailableError",
     "EtcdraftError",
@@ -120,6 +124,18 @@ class EtcdAuthError(EtcdError):
 class EtcdRequestError(EtcdError):
     """etcd rejected the request itself (too large, quota exceeded, malformed).
     Retrying the same request will fail the same way."""
+
+
+class EtcdRequestTooLargeError(EtcdRequestError):
+    """etcd refused a request as larger than its ``--max-request-bytes`` (1.5 MiB by
+    default). Nothing was written."""
+
+
+class EtcdNoSpaceError(EtcdRequestError):
+    """etcd's backend is full (``--quota-backend-bytes``; the NOSPACE alarm is raised):
+    every write fails until an operator compacts, defragments and disarms the alarm
+    (``etcdctl compact``, ``etcdctl defrag``, ``etcdctl alarm disarm``). Reads still
+    work; nothing already written is lost."""
 
 
 class HandoverError(EtcdraftError):

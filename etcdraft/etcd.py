@@ -1,50 +1,62 @@
-"""The one wrapper over etcd's JSON gateway (through etcd3gw).
+"""The one client of etcd: etcd's native v3 gRPC API through grpcio.
 
-Only this module (with its parts ``_etcd_wire``, the gateway's JSON shapes, and
-``_etcd_errors``, the error mapping) imports ``etcd3gw`` and ``requests`` and only it
-catches their exceptions: every failure leaves it as one of :mod:`etcdraft.errors`,
-mapped in :func:`map_http_error` / :func:`map_transport_error`.
+Only this module and its parts import ``grpc`` and catch ``grpc.RpcError``:
+``_etcd_wire`` (the messages), ``_etcd_conn`` (channels and stubs), ``_etcd_streams``
+(the watch and keep-alive streams), ``_etcd_admin`` (maintenance and cluster calls),
+``_etcd_tls`` (the trust store) and ``_etcd_errors`` (the mapping). Every failure leaves
+as one of :mod:`etcdraft.errors`, mapped in :func:`map_rpc_error` from the gRPC status
+code and etcd's error text.
 
 Endpoint failover follows Patroni: requests go to the last endpoint that worked;
 a transient failure moves on to the next, and the *remaining* deadline is split
-across the endpoints not yet tried in this round, so one dead or paused member costs
-at most its share of the caller's deadline. Responses carry etcd's header: a
-linearizable answer whose revision is below one already observed before the request
-was sent comes from a member whose view went backwards; it is not trusted.
+across the endpoints not yet tried in this round, so one dead, paused or blackholed
+member costs at most its share of the caller's deadline. Responses carry etcd's
+header: an answer whose revision is below one already observed before the request
+was sent, or whose raft term went backwards, comes from a member whose view went
+backwards; it is not trusted.
+
+Each endpoint has a ``data`` lane (one HTTP/2 connection for requests) and a
+``control`` lane (another connection, for the lease keep-alive stream, heartbeats,
+progress reports and quorum checks); the watch opens its own
+(:meth:`EtcdClient.open_stream` with ``dedicated=True``). A blocked watch, a large write
+and the lease never wait on each other. Every
+unary call has a deadline; streams are read with a deadline on each expected answer
+(keep-alive answers, watch progress) by their owners; HTTP/2 keepalive pings
+(``keepalive_time``/``keepalive_timeout``) cover idle connections.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-import requests
-import requests.adapters
-from etcd3gw.client import Etcd3Client
+import grpc
 
 from etcdraft._deadline import Deadline
+from etcdraft._etcd_admin import AlarmInfo, EndpointStatus, EtcdAdmin, EtcdMember
+from etcdraft._etcd_conn import Channels, ConnectionSettings, Endpoint, Stubs
 from etcdraft._etcd_errors import (
     CompactedError,
     LeaseNotFoundError,
+    TlsError,
+    TokenExpired,
     TransientError,
-    _grpc_fields,
-    _never_sent,
-    _TokenExpired,
-    map_http_error,
-    map_transport_error,
+    map_grpc_error,
+    map_rpc_error,
 )
+from etcdraft._etcd_streams import BidiStream, KeepAliveStream
+from etcdraft._etcd_tls import TlsSettings
 from etcdraft._etcd_wire import (
     KV,
+    Compare,
     RangeResult,
+    RequestOp,
     TxnResult,
-    b64,
     cmp_create,
     cmp_lease,
     cmp_mod,
@@ -54,81 +66,70 @@ from etcdraft._etcd_wire import (
     op_put,
     op_range,
     prefix_end,
-    unb64,
 )
-from etcdraft._http import ConnectError, Pool
 from etcdraft.errors import (
     EtcdAuthError,
     EtcdError,
     EtcdraftError,
-    EtcdRequestError,
     EtcdTimeoutError,
     EtcdUnavailableError,
 )
+from etcdraft.proto import etcd_rpc_pb2 as pb
 
 __all__ = [
-    "CompactedError",
-    "EtcdClient",
     "KV",
+    "AlarmInfo",
+    "BidiStream",
+    "CompactedError",
+    "Compare",
+    "EndpointStatus",
+    "EtcdAdmin",
+    "EtcdClient",
+    "EtcdMember",
     "LeaseNotFoundError",
     "RangeResult",
+    "RequestOp",
+    "TlsSettings",
     "TransientError",
     "TxnResult",
-    "b64",
     "cmp_create",
     "cmp_lease",
     "cmp_mod",
     "cmp_value",
     "cmp_version",
-    "map_http_error",
-    "map_transport_error",
+    "map_rpc_error",
     "op_delete",
     "op_put",
     "op_range",
+    "pb",
     "prefix_end",
-    "unb64",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Extra wait added to a caller's deadline when it is split across endpoints.
 MIN_ATTEMPT = 0.05
-CONNECT_TIMEOUT = 0.5
+#: Default deadline of a call made without one.
+DEFAULT_TIMEOUT = 5.0
+#: How long a failed endpoint is tried last.
+BAD_FOR = 1.0
 
-# -- the client --------------------------------------------------------------------
+_T = TypeVar("_T")
 
-
-_JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-class _Endpoint:
-    def __init__(self, url: str, session: requests.Session, pool: Pool) -> None:
-        parts = urlsplit(url)
-        self.pool = pool
-        self.url = url.rstrip("/")
-        self.gw = Etcd3Client(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 2379,
-            protocol=parts.scheme or "http",
-            api_path="/v3/",
-            session=session,
-        )
-        self.session = session
-        self.token: str | None = None
-        self.raft_term = 0
-        self.bad_until = 0.0  # monotonic; skip while in the future
-
-    def url_for(self, path: str) -> str:
-        return str(self.gw.get_url(path))
+if TYPE_CHECKING:
+    from etcdraft.config import Config
 
 
 class EtcdClient:
     """Thread-safe client over a list of etcd endpoints.
 
     Args:
-        endpoints: client URLs (``http://host:port`` or ``https://...``).
-        ca_file, cert_file, key_file: TLS verification and client certificate.
+        endpoints: client URLs (``http://host:port`` or ``https://...``, not mixed).
+        ca_file, cert_file, key_file, key_password, server_name: TLS (see
+            :class:`~etcdraft.etcd.TlsSettings`); without ``ca_file`` the operating
+            system's trust store verifies the server.
         username, password: etcd role-based auth (token obtained and renewed here).
+        connection: dial timeout and keepalive pings.
         name: used in thread and log names.
     """
 
@@ -139,38 +140,75 @@ class EtcdClient:
         ca_file: str | None = None,
         cert_file: str | None = None,
         key_file: str | None = None,
+        key_password: str | None = None,
+        server_name: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        connection: ConnectionSettings | None = None,
         name: str = "etcdraft",
     ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is required")
+        schemes = {urlsplit(u).scheme for u in endpoints}
+        if len(schemes) > 1:
+            raise ValueError(
+                "etcd endpoints mix http:// and https://: use one scheme for every endpoint"
+            )
         self.name = name
         self._username = username
         self._password = password
+        tls = TlsSettings(
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            key_password=key_password,
+            server_name=server_name,
+        )
+        self.channels = Channels(tls, connection or ConnectionSettings())
         self._lock = threading.Lock()
-        self._endpoints: list[_Endpoint] = []
-        context: ssl.SSLContext | None = None
-        if any(u.startswith("https") for u in endpoints):
-            context = ssl.create_default_context(cafile=ca_file)
-            if cert_file and key_file:
-                context.load_cert_chain(cert_file, key_file)
-        for url in endpoints:
-            session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=16)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.trust_env = False  # never route loopback etcd through a proxy
-            if ca_file:
-                session.verify = ca_file
-            if cert_file and key_file:
-                session.cert = (cert_file, key_file)
-            session.headers["Content-Type"] = "application/json"
-            self._endpoints.append(_Endpoint(url, session, Pool(url, context)))
+        self._endpoints = [Endpoint(url, self.channels) for url in endpoints]
         self._preferred = 0
         self._max_revision = 0
         self._on_endpoint_failure: list[Callable[[str], None]] = []
         self.failovers = 0
+        self.authentications = 0
+        self._tls_warned = False
+        self.admin = EtcdAdmin(self)
+        if 0 < self.channels.settings.keepalive_time < 5.0:
+            log.warning(
+                "keepalive_time %.1fs is below etcd's default --grpc-keepalive-min-time "
+                "(5s): etcd closes connections that ping more often (too_many_pings) "
+                "unless its own setting was lowered to match",
+                self.channels.settings.keepalive_time,
+            )
+        if username and self._endpoints[0].secure is False:
+            log.warning(
+                "etcd user %r authenticates over plain http://: the password crosses the "
+                "network unencrypted; use https:// endpoints",
+                username,
+            )
+
+    @classmethod
+    def from_config(cls, config: Config, name: str = "etcdraft") -> EtcdClient:
+        """The client for ``config``'s endpoints, TLS, auth and connection settings."""
+        return cls(
+            config.endpoints,
+            ca_file=config.tls_ca_file,
+            cert_file=config.tls_cert_file,
+            key_file=config.tls_key_file,
+            key_password=(
+                config.tls_key_password.get_secret_value() if config.tls_key_password else None
+            ),
+            server_name=config.tls_server_name,
+            username=config.username,
+            password=config.password.get_secret_value() if config.password else None,
+            connection=ConnectionSettings(
+                dial_timeout=config.dial_timeout,
+                keepalive_time=config.keepalive_time,
+                keepalive_timeout=config.keepalive_timeout,
+            ),
+            name=name,
+        )
 
     # -- endpoint selection ----------------------------------------------------
 
@@ -187,7 +225,7 @@ class EtcdClient:
         """Register ``callback(endpoint_url)``, called when an endpoint fails."""
         self._on_endpoint_failure.append(callback)
 
-    def _order(self) -> list[_Endpoint]:
+    def _order(self) -> list[Endpoint]:
         now = time.monotonic()
         with self._lock:
             start = self._preferred
@@ -196,7 +234,7 @@ class EtcdClient:
         bad = [e for e in eps if e.bad_until > now]
         return good + bad
 
-    def _mark_bad(self, ep: _Endpoint, seconds: float = 1.0) -> None:
+    def _mark_bad(self, ep: Endpoint, seconds: float = BAD_FOR) -> None:
         ep.bad_until = time.monotonic() + seconds
         with self._lock:
             if self._endpoints[self._preferred] is ep and len(self._endpoints) > 1:
@@ -208,89 +246,70 @@ class EtcdClient:
             except Exception:  # a listener must never break the request path
                 log.exception("endpoint failure listener failed")
 
-    def _mark_good(self, ep: _Endpoint) -> None:
-        ep.bad_until = 0.0
-        with self._lock:
-            self._preferred = self._endpoints.index(ep)
+    def _mark_good(self, ep: Endpoint) -> None:
+        if ep.bad_until:
+            ep.bad_until = 0.0
+        if self._endpoints[self._preferred] is not ep:
+            with self._lock:
+                self._preferred = self._endpoints.index(ep)
+
+    def _endpoint(self, url: str) -> Endpoint:
+        for ep in self._endpoints:
+            if ep.url == url.rstrip("/"):
+                return ep
+        raise ValueError(f"unknown endpoint {url}")
 
     def preferred_endpoint(self) -> str:
         return self._order()[0].url
 
-    def session_for(self, url: str) -> tuple[requests.Session, str, dict[str, str]]:
-        """Session, base URL and extra headers for a raw request to ``url`` (the watch)."""
-        for ep in self._endpoints:
-            if ep.url == url:
-                headers = {}
-                if self._username:
-                    if ep.token is None:
-                        self._authenticate(ep, Deadline(5.0))
-                    headers["Authorization"] = ep.token or ""
-                return ep.session, ep.url_for(""), headers
-        raise ValueError(f"unknown endpoint {url}")
-
     def report_failure(self, url: str) -> None:
-        for ep in self._endpoints:
-            if ep.url == url:
-                self._mark_bad(ep)
+        self._mark_bad(self._endpoint(url))
 
-    # -- core request --------------------------------------------------------------
+    # -- auth ------------------------------------------------------------------------
 
-    def _authenticate(self, ep: _Endpoint, deadline: Deadline) -> None:
-        timeout = max(MIN_ATTEMPT, min(deadline.remaining(), 5.0))
-        try:
-            resp = ep.session.post(
-                ep.url_for("auth/authenticate"),
-                data=json.dumps({"name": self._username, "password": self._password}),
-                timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
-            )
-        except requests.exceptions.RequestException as exc:
-            raise map_transport_error(exc, ep.url) from exc
-        if resp.status_code != 200:
-            err = map_http_error(resp.status_code, resp.text, ep.url)
-            if isinstance(err, EtcdAuthError | EtcdRequestError):
+    def _metadata(self, ep: Endpoint, deadline: Deadline) -> tuple[tuple[str, str], ...] | None:
+        if not self._username:
+            return None
+        token = ep.token
+        if token is None:
+            self._renew_token(ep, None, deadline)
+            token = ep.token
+        return (("token", token or ""),)
+
+    def _renew_token(self, ep: Endpoint, stale: str | None, deadline: Deadline) -> None:
+        """Get a new token for ``ep`` unless another thread already replaced ``stale``:
+        one authentication per expiry, the other threads wait for it."""
+        with ep.auth_lock:
+            if ep.token is not None and ep.token != stale:
+                return
+            ep.token = None
+            timeout = max(MIN_ATTEMPT, min(deadline.remaining(), DEFAULT_TIMEOUT))
+            req = pb.AuthenticateRequest(name=self._username or "", password=self._password or "")
+            try:
+                resp = ep.stubs().auth.Authenticate(req, timeout=timeout)
+            except grpc.RpcError as exc:
+                err = map_grpc_error(exc, ep.url)
+                if isinstance(err, TransientError):
+                    raise err from None
                 raise EtcdAuthError(
-                    f"etcd at {ep.url} rejected user {self._username!r}: "
-                    f"{_grpc_fields(resp.text)[1]}; check username and password",
+                    f"etcd at {ep.url} rejected user {self._username!r}: {exc.details()}; "
+                    "check username and password",
                     endpoint=ep.url,
-                )
-            raise err
-        ep.token = str(resp.json().get("token", ""))
+                ) from None
+            self.authentications += 1
+            ep.token = resp.token
+            log.debug("authenticated as %r on %s", self._username, ep.url)
 
-    def _post_once(
-        self, ep: _Endpoint, path: str, body: bytes, timeout: float, floor: int
-    ) -> dict[str, Any]:
-        headers = _JSON_HEADERS
-        if self._username:
-            if ep.token is None:
-                self._authenticate(ep, Deadline(timeout))
-            headers = {**_JSON_HEADERS, "Authorization": ep.token or ""}
-        try:
-            status, raw = ep.pool.post(
-                path, body, headers, timeout, connect_timeout=CONNECT_TIMEOUT
-            )
-        except ssl.SSLError as exc:
-            raise map_transport_error(requests.exceptions.SSLError(str(exc)), ep.url) from exc
-        except ConnectError as exc:
-            raise TransientError(f"cannot reach etcd at {ep.url}: {exc}", endpoint=ep.url) from exc
-        except TimeoutError as exc:
-            raise TransientError(
-                f"etcd at {ep.url} did not answer in time", endpoint=ep.url
-            ) from exc
-        except OSError as exc:
-            raise TransientError(
-                f"cannot reach etcd at {ep.url}: {type(exc).__name__}: {exc}", endpoint=ep.url
-            ) from exc
-        if status != 200:
-            raise map_http_error(status, raw.decode(errors="replace"), ep.url)
-        try:
-            data: dict[str, Any] = json.loads(raw)
-        except ValueError as exc:
-            raise TransientError(
-                f"etcd at {ep.url} sent a malformed answer", endpoint=ep.url
-            ) from exc
-        header = data.get("header") or {}
-        rev = int(header.get("revision", 0))
-        term = int(header.get("raft_term", 0))
+    def _warn_tls(self, exc: EtcdraftError) -> None:
+        if not self._tls_warned:
+            self._tls_warned = True
+            log.warning("etcd refuses the TLS connection on every endpoint: %s", exc)
+
+    # -- core request ------------------------------------------------------------
+
+    def _check_header(self, ep: Endpoint, header: pb.ResponseHeader, floor: int) -> None:
+        rev = header.revision
+        term = header.raft_term
         if rev and rev < floor:
             raise TransientError(
                 f"etcd at {ep.url} answered at revision {rev}, below revision {floor} "
@@ -302,36 +321,63 @@ class EtcdClient:
                 f"etcd at {ep.url} reported raft term {term} below {ep.raft_term}",
                 endpoint=ep.url,
             )
-        ep.raft_term = max(ep.raft_term, term)
+        if term > ep.raft_term:
+            ep.raft_term = term
         if rev > self._max_revision:
             with self._lock:
-                self._max_revision = max(self._max_revision, rev)
-        return data
+                if rev > self._max_revision:
+                    self._max_revision = rev
+
+    def _call_once(
+        self,
+        ep: Endpoint,
+        call: Callable[[Stubs], Callable[..., Any]],
+        req: Any,
+        timeout: float,
+        floor: int,
+        lane: str = "data",
+    ) -> Any:
+        deadline = Deadline(timeout)
+        metadata = self._metadata(ep, deadline)
+        try:
+            resp = call(ep.stubs(lane))(
+                req, timeout=max(0.001, deadline.remaining()), metadata=metadata
+            )
+        except grpc.RpcError as exc:
+            raise map_grpc_error(exc, ep.url) from None
+        header = getattr(resp, "header", None)
+        if header is not None:
+            self._check_header(ep, header, floor)
+        return resp
 
     def request(
         self,
-        path: str,
-        payload: dict[str, Any],
+        call: Callable[[Stubs], Callable[..., _T]],
+        req: Any,
         deadline: Deadline,
         *,
+        what: str = "request",
         retry_ambiguous: bool = True,
         check_floor: bool = True,
-    ) -> dict[str, Any]:
-        """POST ``payload`` to ``/v3/<path>`` with endpoint failover until ``deadline``.
+        lane: str = "data",
+    ) -> _T:
+        """Call ``call(stubs)(req)`` with endpoint failover until ``deadline``.
 
         Args:
+            call: picks the method from an endpoint's stubs, e.g. ``lambda s: s.kv.Txn``.
             retry_ambiguous: retry after a failure where the request may have been
-                applied (read timeout). True for idempotent and fenced operations.
+                applied (a timeout). True for idempotent and fenced operations.
             check_floor: reject answers whose revision is below one seen before.
+            lane: ``data``, or ``control`` for leadership traffic (its own connection).
 
         Raises:
             EtcdTimeoutError: the deadline expired (the last cause is chained).
             EtcdUnavailableError: not retryable any more.
             EtcdAuthError, EtcdRequestError, CompactedError, LeaseNotFoundError, EtcdError.
         """
-        body = json.dumps(payload, separators=(",", ":")).encode()
         last: EtcdraftError | None = None
         attempt = 0
+        tls_failures = 0
         while True:
             order = self._order()
             for i, ep in enumerate(order):
@@ -343,12 +389,11 @@ class EtcdClient:
                 floor = self._max_revision if check_floor else 0
                 attempt += 1
                 try:
-                    data = self._post_once(ep, path, body, timeout, floor)
-                except _TokenExpired as exc:
-                    ep.token = None
+                    resp = self._call_once(ep, call, req, timeout, floor, lane)
+                except TokenExpired as exc:
                     last = exc
                     try:
-                        self._authenticate(ep, deadline)
+                        self._renew_token(ep, ep.token, deadline)
                     except TransientError as auth_exc:
                         last = auth_exc
                         self._mark_bad(ep)
@@ -356,26 +401,31 @@ class EtcdClient:
                 except TransientError as exc:
                     last = exc
                     self._mark_bad(ep)
-                    cause = exc.__cause__
-                    if not retry_ambiguous and (cause is None or not _never_sent(cause)):
+                    if isinstance(exc, TlsError):
+                        tls_failures += 1
+                        if tls_failures >= len(self._endpoints):
+                            # every endpoint refuses our TLS: configuration, not an outage
+                            self._warn_tls(exc)
+                            raise EtcdAuthError(str(exc), endpoint=ep.url) from exc
+                    if not retry_ambiguous and not exc.never_sent:
                         raise EtcdUnavailableError(
                             f"{exc} (not retried: the request may have been applied)",
                             endpoint=ep.url,
                         ) from exc
-                    log.debug("etcd request %s failed on %s: %s", path, ep.url, exc)
+                    log.debug("etcd %s failed on %s: %s", what, ep.url, exc)
                     continue
                 self._mark_good(ep)
-                return data
+                return resp  # type: ignore[no-any-return]
             if deadline.remaining() <= 0 or deadline.cancelled():
                 break
             # every endpoint failed fast (e.g. connection refused): back off a little
             deadline.sleep(min(0.05 * attempt, 0.25))
-        what = f"etcd request {path} failed on every endpoint ({', '.join(self.endpoints)})"
+        msg = f"etcd {what} failed on every endpoint ({', '.join(self.endpoints)})"
         if last is None:
-            raise EtcdTimeoutError(f"{what}: deadline expired before any attempt")
-        raise EtcdTimeoutError(f"{what} within the deadline; last error: {last}") from last
+            raise EtcdTimeoutError(f"{msg}: deadline expired before any attempt")
+        raise EtcdTimeoutError(f"{msg} within the deadline; last error: {last}") from last
 
-    # -- operations ----------------------------------------------------------------
+    # -- KV ----------------------------------------------------------------------
 
     def range(
         self,
@@ -388,27 +438,28 @@ class EtcdClient:
         count_only: bool = False,
         keys_only: bool = False,
         descending: bool = False,
+        serializable: bool = False,
     ) -> RangeResult:
-        payload: dict[str, Any] = {"key": b64(key)}
+        req = pb.RangeRequest(
+            key=key,
+            range_end=range_end or b"",
+            revision=revision,
+            limit=limit,
+            count_only=count_only,
+            keys_only=keys_only,
+            serializable=serializable,
+        )
         if descending:
-            payload["sort_order"] = "DESCEND"
-            payload["sort_target"] = "KEY"
-        if range_end is not None:
-            payload["range_end"] = b64(range_end)
-        if revision:
-            payload["revision"] = str(revision)
-        if limit:
-            payload["limit"] = str(limit)
-        if count_only:
-            payload["count_only"] = True
-        if keys_only:
-            payload["keys_only"] = True
-        data = self.request("kv/range", payload, deadline or Deadline(5.0))
+            req.sort_order = pb.RangeRequest.DESCEND
+            req.sort_target = pb.RangeRequest.KEY
+        resp: pb.RangeResponse = self.request(
+            lambda s: s.kv.Range, req, deadline or Deadline(DEFAULT_TIMEOUT), what="range"
+        )
         return RangeResult(
-            kvs=[KV.from_json(kv) for kv in data.get("kvs", [])],
-            revision=int((data.get("header") or {}).get("revision", 0)),
-            more=bool(data.get("more", False)),
-            count=int(data.get("count", 0)),
+            kvs=[KV.from_pb(kv) for kv in resp.kvs],
+            revision=resp.header.revision,
+            more=resp.more,
+            count=resp.count,
         )
 
     def get(self, key: bytes, deadline: Deadline | None = None) -> KV | None:
@@ -417,81 +468,155 @@ class EtcdClient:
 
     def txn(
         self,
-        compare: list[dict[str, Any]],
-        success: list[dict[str, Any]],
-        failure: list[dict[str, Any]] | None = None,
+        compare: Sequence[Compare],
+        success: Sequence[RequestOp],
+        failure: Sequence[RequestOp] | None = None,
         deadline: Deadline | None = None,
+        *,
+        lane: str = "data",
     ) -> TxnResult:
-        payload: dict[str, Any] = {"compare": compare, "success": success}
-        if failure:
-            payload["failure"] = failure
-        data = self.request("kv/txn", payload, deadline or Deadline(5.0))
+        req = pb.TxnRequest(compare=compare, success=success, failure=failure or ())
+        resp: pb.TxnResponse = self.request(
+            lambda s: s.kv.Txn, req, deadline or Deadline(DEFAULT_TIMEOUT), what="txn", lane=lane
+        )
         return TxnResult(
-            succeeded=bool(data.get("succeeded", False)),
-            revision=int((data.get("header") or {}).get("revision", 0)),
-            responses=list(data.get("responses", [])),
+            succeeded=resp.succeeded,
+            revision=resp.header.revision,
+            responses=list(resp.responses),
         )
 
     def put(
-        self, key: bytes, value: bytes, deadline: Deadline | None = None, lease: int = 0
+        self,
+        key: bytes,
+        value: bytes,
+        deadline: Deadline | None = None,
+        lease: int = 0,
+        *,
+        lane: str = "data",
     ) -> int:
-        payload: dict[str, Any] = {"key": b64(key), "value": b64(value)}
-        if lease:
-            payload["lease"] = str(lease)
-        data = self.request("kv/put", payload, deadline or Deadline(5.0))
-        return int((data.get("header") or {}).get("revision", 0))
+        req = pb.PutRequest(key=key, value=value, lease=lease)
+        resp: pb.PutResponse = self.request(
+            lambda s: s.kv.Put, req, deadline or Deadline(DEFAULT_TIMEOUT), what="put", lane=lane
+        )
+        return resp.header.revision
 
     def delete(
         self, key: bytes, range_end: bytes | None = None, deadline: Deadline | None = None
     ) -> int:
-        payload: dict[str, Any] = {"key": b64(key)}
-        if range_end is not None:
-            payload["range_end"] = b64(range_end)
-        data = self.request("kv/deleterange", payload, deadline or Deadline(5.0))
-        return int(data.get("deleted", 0))
+        req = pb.DeleteRangeRequest(key=key, range_end=range_end or b"")
+        resp: pb.DeleteRangeResponse = self.request(
+            lambda s: s.kv.DeleteRange, req, deadline or Deadline(DEFAULT_TIMEOUT), what="delete"
+        )
+        return resp.deleted
+
+    def compact(self, revision: int, deadline: Deadline | None = None) -> None:
+        self.request(
+            lambda s: s.kv.Compact,
+            pb.CompactionRequest(revision=revision, physical=True),
+            deadline or Deadline(DEFAULT_TIMEOUT),
+            what="compact",
+        )
+
+    # -- leases --------------------------------------------------------------------
 
     def lease_grant(self, ttl: int, deadline: Deadline) -> tuple[int, int]:
         """Grant a lease; returns (id, granted TTL). Not retried after an ambiguous
         failure (a retry would leak a lease until its TTL)."""
-        data = self.request("lease/grant", {"TTL": str(ttl)}, deadline, retry_ambiguous=False)
-        if data.get("error"):
-            raise EtcdError(f"lease grant failed: {data['error']}")
-        return int(data["ID"]), int(data.get("TTL", ttl))
-
-    def lease_keepalive(self, lease_id: int, deadline: Deadline) -> int:
-        """Refresh a lease once; returns the remaining TTL (0 = the lease is gone)."""
-        data = self.request("lease/keepalive", {"ID": str(lease_id)}, deadline)
-        result = data.get("result", data)
-        return int(result.get("TTL", 0))
+        resp: pb.LeaseGrantResponse = self.request(
+            lambda s: s.lease.LeaseGrant,
+            pb.LeaseGrantRequest(TTL=ttl),
+            deadline,
+            what="lease grant",
+            retry_ambiguous=False,
+        )
+        if resp.error:
+            raise EtcdError(f"lease grant failed: {resp.error}")
+        return resp.ID, resp.TTL or ttl
 
     def lease_revoke(self, lease_id: int, deadline: Deadline) -> None:
         with contextlib.suppress(LeaseNotFoundError):
-            self.request("lease/revoke", {"ID": str(lease_id)}, deadline)
+            self.request(
+                lambda s: s.lease.LeaseRevoke,
+                pb.LeaseRevokeRequest(ID=lease_id),
+                deadline,
+                what="lease revoke",
+            )
+
+    def lease_ttl(self, lease_id: int, deadline: Deadline | None = None) -> int:
+        """The lease's remaining TTL in seconds (-1 when it does not exist)."""
+        resp: pb.LeaseTimeToLiveResponse = self.request(
+            lambda s: s.lease.LeaseTimeToLive,
+            pb.LeaseTimeToLiveRequest(ID=lease_id),
+            deadline or Deadline(DEFAULT_TIMEOUT),
+            what="lease ttl",
+        )
+        return resp.TTL
+
+    def keepalive_stream(self, name: str) -> KeepAliveStream:
+        """A ``LeaseKeepAlive`` stream that fails over between endpoints."""
+        return KeepAliveStream(self, name)
+
+    # -- probes and operator calls -------------------------------------------------------
 
     def probe(self, url: str, deadline: Deadline, key: bytes = b"\x00etcdraft-probe") -> None:
         """One linearizable read on ``url`` only (no failover): is it serving?
 
         ``key`` must be readable by the user: pass a key under the namespace, since a
         role may grant nothing else."""
-        for ep in self._endpoints:
-            if ep.url == url:
-                body = json.dumps({"key": b64(key), "count_only": True}).encode()
-                timeout = max(MIN_ATTEMPT, min(deadline.remaining(), 5.0))
-                try:
-                    self._post_once(ep, "kv/range", body, timeout, self._max_revision)
-                except _TokenExpired:  # a stale token says nothing about the endpoint
-                    ep.token = None
-                    timeout = max(MIN_ATTEMPT, min(deadline.remaining(), 5.0))
-                    self._post_once(ep, "kv/range", body, timeout, self._max_revision)
-                return
-        raise ValueError(f"unknown endpoint {url}")
+        ep = self._endpoint(url)
+        req = pb.RangeRequest(key=key, count_only=True)
+        timeout = max(MIN_ATTEMPT, min(deadline.remaining(), DEFAULT_TIMEOUT))
+        try:
+            self._call_once(ep, lambda s: s.kv.Range, req, timeout, self._max_revision)
+        except TokenExpired:  # a stale token says nothing about the endpoint
+            self._renew_token(ep, ep.token, deadline)
+            timeout = max(MIN_ATTEMPT, min(deadline.remaining(), DEFAULT_TIMEOUT))
+            self._call_once(ep, lambda s: s.kv.Range, req, timeout, self._max_revision)
 
-    def compact(self, revision: int, deadline: Deadline | None = None) -> None:
-        self.request(
-            "kv/compaction", {"revision": str(revision), "physical": True}, deadline or Deadline(5)
+    # -- streams -----------------------------------------------------------------------
+
+    def open_stream(
+        self,
+        url: str,
+        method: Callable[[Stubs], Callable[..., Any]],
+        *,
+        name: str,
+        on_message: Callable[[Any], str] | None = None,
+        deadline: Deadline | None = None,
+        dedicated: bool = False,
+        lane: str = "data",
+    ) -> BidiStream:
+        """Open a bidirectional stream on ``url`` with the ``hasleader`` metadata (a
+        member that lost its cluster fails the stream) and the auth token.
+
+        ``dedicated``: on a channel (connection) of its own, closed with the stream;
+        otherwise on the endpoint's ``lane``."""
+        ep = self._endpoint(url)
+        md = list(self._metadata(ep, deadline or Deadline(DEFAULT_TIMEOUT)) or ())
+        md.append(("hasleader", "true"))
+        channel = self.channels.new(ep, dedicated=True) if dedicated else None
+        stubs = Stubs(channel) if channel is not None else ep.stubs(lane)
+        return BidiStream(
+            method(stubs),
+            ep.url,
+            tuple(md),
+            name=name,
+            on_message=on_message,
+            channel=channel,
+            token=ep.token,
         )
 
+    def stream_failed(self, stream: BidiStream, exc: EtcdraftError) -> None:
+        """A stream's owner reports its failure: a stale token is renewed (once, for
+        every stream that saw it); any other failure marks the endpoint bad."""
+        ep = self._endpoint(stream.endpoint)
+        if isinstance(exc, TokenExpired):
+            with contextlib.suppress(EtcdraftError):
+                self._renew_token(ep, stream.token, Deadline(DEFAULT_TIMEOUT))
+            return
+        self._mark_bad(ep)
+
     def close(self) -> None:
+        self.channels.closed = True
         for ep in self._endpoints:
-            ep.pool.close()
-            ep.session.close()
+            ep.reset()

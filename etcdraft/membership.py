@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from etcdraft._deadline import Deadline
 from etcdraft.config import parse_peer
 from etcdraft.errors import ConfigError, EtcdTimeoutError
-from etcdraft.etcd import EtcdClient, cmp_create, cmp_value, op_delete, op_put, prefix_end
+from etcdraft.etcd import (
+    Compare,
+    EtcdClient,
+    RequestOp,
+    cmp_create,
+    cmp_value,
+    op_delete,
+    op_put,
+    prefix_end,
+)
 from etcdraft.keys import Keys
 
 __all__ = ["add_member", "check_member_id", "remove_member"]
@@ -35,8 +42,8 @@ def add_member(client: EtcdClient, keys: Keys, node_id: str, addr: str, deadline
         current = {keys.parse(kv.key).name: kv for kv in res.kvs}
         if node_id in current and current[node_id].value == addr.encode():
             return False
-        compare: list[dict[str, Any]] = []
-        ops: list[dict[str, Any]] = []
+        compare: list[Compare] = []
+        ops: list[RequestOp] = []
         for other, kv in current.items():
             if other != node_id and kv.value == addr.encode():
                 compare.append(cmp_value(kv.key, "EQUAL", kv.value))

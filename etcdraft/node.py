@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from etcdraft._deadline import Deadline
 from etcdraft._node_core import NodeCore
@@ -33,6 +33,7 @@ from etcdraft.errors import (
     EtcdraftError,
 )
 from etcdraft.etcd import (
+    Compare,
     EtcdClient,
     cmp_create,
     op_range,
@@ -45,6 +46,9 @@ from etcdraft.replication import ReplicationMixin
 from etcdraft.session import Session
 from etcdraft.view import Progress, View
 from etcdraft.watch import Watcher
+
+if TYPE_CHECKING:
+    from etcdraft.http_api import NodeHttpServer
 
 __all__ = ["MAX_ENTRY_BYTES", "Node"]
 
@@ -116,7 +120,7 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
         self.broadcasts = 0
         self._broadcast_observers: list[Callable[[str, float], None]] = []
         # (leader key, term, its compare, the member compare): see _broadcast
-        self._fence: tuple[bytes, int, dict[str, Any], dict[str, Any]] = (b"", 0, {}, {})
+        self._fence: tuple[bytes, int, Compare, Compare] = (b"", 0, Compare(), Compare())
         self._ambiguous = False  # a broadcast may have committed without our knowing
         # fast takeover: the leader's heartbeat as this node last saw it
         self._hb_interval = config.heartbeat_timeout / 4
@@ -125,6 +129,7 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
         self._hb_seen_rev = 0
         self._hb_leader_key = b""
         self.deposed = 0
+        self._http: NodeHttpServer | None = None  # Config.http_addr
 
     # ------------------------------------------------------------------ properties
 
@@ -174,6 +179,7 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
                 (``shutdown_timeout``).
             EtcdAuthError: credentials or TLS rejected.
             RuntimeError: the node was stopped; create a new one.
+            ConfigError: ``http_addr`` could not be bound (the node is then stopped).
         """
         with self._start_lock:
             if self._started:
@@ -181,15 +187,7 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
             if self._closed:
                 raise RuntimeError("this Node was stopped; create a new Node to start again")
             cfg = self._config
-            self._client = EtcdClient(
-                cfg.endpoints,
-                ca_file=cfg.tls_ca_file,
-                cert_file=cfg.tls_cert_file,
-                key_file=cfg.tls_key_file,
-                username=cfg.username,
-                password=cfg.password.get_secret_value() if cfg.password else None,
-                name=self._id,
-            )
+            self._client = EtcdClient.from_config(cfg, name=self._id)
             deadline = Deadline(max(cfg.shutdown_timeout, cfg.send_timeout), self._stopping)
             try:
                 snap = self._fsm.load_snapshot()
@@ -225,6 +223,15 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
                 target=self._control_loop, name=f"etcdraft-control-{self._id}", daemon=True
             )
             self._control_thread.start()
+            if cfg.http_addr:
+                from etcdraft.http_api import NodeHttpServer
+
+                try:
+                    self._http = NodeHttpServer(self, cfg.http_addr)
+                except ConfigError:
+                    self._close(revoke_timeout=cfg.send_timeout)
+                    raise
+                self._http.start()
             self._started = True
             self._changed.set()
             self._log.info(
@@ -268,6 +275,9 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
         """Signal every thread, revoke the lease, then join the threads within a
         bounded budget (an in-flight request ends on its own deadline)."""
         self._stopping.set()
+        http, self._http = self._http, None
+        if http is not None:
+            http.close()
         self._step_down("node stopping")
         self._changed.set()
         session, watcher = self._session, self._watcher
@@ -363,6 +373,7 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
                 [cmp_create(key, "EQUAL", term)],
                 [op_range(key)],
                 deadline=Deadline(self._config.send_timeout, self._stopping),
+                lane="control",
             )
         except Exception as exc:
             self._warn_once("quorum", "has_quorum: etcd did not confirm leadership: %s", exc)
@@ -477,6 +488,8 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
             # every node watches every report: N nodes reporting each heartbeat cost
             # N^2 watch events; a node that can never lead reports rarely
             return
-        client.put(self._keys.alive(self._id), progress.encode(), deadline, lease=self._lease)
+        client.put(
+            self._keys.alive(self._id), progress.encode(), deadline, self._lease, lane="control"
+        )
         self._last_progress = progress
         self._last_progress_at = now

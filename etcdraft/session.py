@@ -61,6 +61,9 @@ class Session:
         self._thread: threading.Thread | None = None
         self.keepalive_failures = 0
         self.last_keepalive_latency = 0.0
+        # one LeaseKeepAlive stream, used only by the keep-alive thread (and
+        # keepalive_once's callers before start)
+        self._keepalive = client.keepalive_stream(f"{name}-keepalive")
 
     def grant(self, deadline: Deadline) -> int:
         """Grant a fresh lease (the old one, if any, is forgotten)."""
@@ -94,6 +97,7 @@ class Session:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        self._keepalive.close(join=1.0)
 
     def revoke(self, deadline: Deadline) -> None:
         """Revoke the lease: its keys vanish at once."""
@@ -110,7 +114,7 @@ class Session:
             return False
         sent = time.monotonic()
         try:
-            ttl = self.client.lease_keepalive(lease_id, Deadline(self.send_timeout, self._stop))
+            ttl = self._keepalive.keepalive(lease_id, Deadline(self.send_timeout, self._stop))
         except LeaseNotFoundError:
             ttl = 0
         except EtcdraftError as exc:
@@ -137,13 +141,16 @@ class Session:
         return True
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                self.keepalive_once()
-                if self.on_tick is not None:
-                    self.on_tick()
-            except Exception:  # never let the keep-alive thread die
-                log.exception("session keep-alive round failed")
-            # at least a short pause even if the round overran (no hot loop)
-            self._stop.wait(max(0.01, self.interval - (time.monotonic() - started)))
+        try:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    self.keepalive_once()
+                    if self.on_tick is not None:
+                        self.on_tick()
+                except Exception:  # never let the keep-alive thread die
+                    log.exception("session keep-alive round failed")
+                # at least a short pause even if the round overran (no hot loop)
+                self._stop.wait(max(0.01, self.interval - (time.monotonic() - started)))
+        finally:
+            self._keepalive.close(join=1.0)  # the stream's reader thread is ours too

@@ -71,15 +71,7 @@ def client_for(config: Config, name: str = "etcdraft-cli") -> EtcdClient:
             "(e.g. http://127.0.0.1:2379)",
             field="endpoints",
         )
-    return EtcdClient(
-        config.endpoints,
-        ca_file=config.tls_ca_file,
-        cert_file=config.tls_cert_file,
-        key_file=config.tls_key_file,
-        username=config.username,
-        password=config.password.get_secret_value() if config.password else None,
-        name=name,
-    )
+    return EtcdClient.from_config(config, name=name)
 
 
 def connect(**fields: Any) -> tuple[EtcdClient, Keys]:

@@ -1,42 +1,39 @@
-"""Our own watch loop over the gateway's streaming ``POST /v3/watch``.
+"""The ordered watch over a prefix, on etcd's bidirectional ``Watch/Watch`` gRPC stream.
 
-etcd3gw's watcher is not used: it blocks forever on a broken stream and drops
-``canceled``/``compact_revision`` messages and error envelopes. This loop:
+One stream per watcher, on a connection of its own (so a stalled watch and the node's
+requests never wait on each other). The loop:
 
-* reads the stream in a helper thread and consumes it with a bounded wait, so a
-  stream that goes silent is noticed (probe of the endpoint when quiet) and
-  abandoned without hanging;
-* asks etcd for progress notifications and sends ``hasleader`` so a member that
-  lost quorum closes the stream instead of staying silent;
-* handles ``created``, ``canceled`` (with ``compact_revision``), ``{"error": ...}``
-  envelopes and EOF;
+* reads the stream in a reader thread that decodes and handles each message itself,
+  under a lock, so a stream being abandoned finishes its message before the next one
+  starts (events stay in revision order);
+* asks etcd for progress notifications and sends the ``hasleader`` metadata, so a
+  member that lost its cluster fails the stream (``etcdserver: no leader``) instead of
+  staying silent;
+* when the stream has been quiet for ``probe_after``, sends a progress request on the
+  stream itself and expects an answer within ``probe_timeout``: a connection that
+  silently stopped carrying bytes is noticed and the watch moves to another endpoint;
+* handles ``created``, ``canceled`` (with ``compact_revision``) and the stream's end;
 * resumes from the last processed revision + 1, so nothing is missed or repeated;
-* on compaction calls ``on_compacted`` which heals (range reads) and returns the
+* on compaction calls ``on_compacted``, which heals (range reads) and returns the
   revision to resume after.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import queue
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import requests
-
-from etcdraft._deadline import Deadline
 from etcdraft.errors import EtcdraftError
-from etcdraft.etcd import KV, EtcdClient, b64, prefix_end
+from etcdraft.etcd import KV, BidiStream, EtcdClient, pb, prefix_end
 
 __all__ = ["WatchEvent", "Watcher"]
 
 log = logging.getLogger(__name__)
+
+_DELETE = 1  # mvccpb.Event.DELETE
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,95 +42,20 @@ class WatchEvent:
     kv: KV
 
 
-_EOF = object()
-_QUIET = object()  # the read timeout of a quiet stream expired: reconnect, no blame
-_ENDPOINT_FAILED = object()  # another request found the watch's endpoint failing
-
-
-class _Stream:
-    """One open watch stream and the thread reading it.
-
-    With a ``handle`` callable, the reader thread decodes and handles each message
-    itself (no hand-off to another thread per message) under ``handle_lock`` and
-    only reports the end of the stream (an outcome string, EOF, a quiet timeout or
-    an exception) on ``out``; without one, every line goes to ``out``."""
-
-    def __init__(
-        self,
-        resp: requests.Response,
-        out: queue.Queue[Any],
-        name: str,
-        handle: Callable[[bytes], str] | None = None,
-        handle_lock: threading.Lock | None = None,
-    ) -> None:
-        self.resp = resp
-        self.out = out
-        self.closed = False
-        self.last_data = time.monotonic()
-        self._handle = handle
-        self._handle_lock = handle_lock or threading.Lock()
-        self.thread = threading.Thread(target=self._read, name=name, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        handle = self._handle
-        try:
-            for line in self.resp.iter_lines(chunk_size=None):
-                if self.closed:
-                    return
-                if not line:
-                    continue
-                self.last_data = time.monotonic()
-                if handle is None:
-                    self.out.put((self, line))
-                    continue
-                with self._handle_lock:
-                    if self.closed:  # abandoned meanwhile: a newer stream owns the state
-                        return
-                    outcome = handle(line)
-                if outcome:
-                    self.out.put((self, outcome))
-                    return
-        except Exception as exc:  # broken stream, read timeout, closed socket, handler bug
-            if not self.closed:
-                quiet = "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower()
-                if isinstance(exc, _HandlerError):
-                    self.out.put((self, exc))
-                else:
-                    self.out.put((self, _QUIET if quiet else exc))
-            return
-        if not self.closed:
-            self.out.put((self, _EOF))
-
-    def close(self) -> None:
-        self.closed = True
-        with contextlib.suppress(Exception):
-            conn = getattr(self.resp.raw, "_connection", None)
-            sock = getattr(conn, "sock", None)
-            if sock is not None:
-                sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(Exception):
-            self.resp.close()
-        self.out.put((self, _EOF))  # wake the supervisor
-
-
-class _HandlerError(Exception):
-    """The event handler raised (a bug or a failed heal): reconnect."""
-
-
 class Watcher:
     """Watch every key under ``prefix`` from ``start_revision`` on, in order.
 
     Args:
         client: the etcd client (endpoints, TLS, auth).
         prefix: key prefix to watch.
-        handler: called in the watch thread with each batch of events (in revision
+        handler: called in the reader thread with each batch of events (in revision
             order) and the batch's highest revision; must not block on etcd.
         on_compacted: called when the next revision was compacted; heals and returns
             the revision up to which state is now known (watch resumes after it).
         on_progress: called with a revision up to which everything was delivered.
-        probe_after: quiet seconds after which the endpoint is probed.
-        probe_timeout: deadline of that probe.
+        probe_after: quiet seconds after which the stream is probed.
+        probe_timeout: how long the probe's answer may take.
+        read_timeout: kept for compatibility; the probe bounds a silent stream.
     """
 
     def __init__(
@@ -163,25 +85,26 @@ class Watcher:
         self.stop_event = threading.Event()
         self.reconnects = 0
         self.resyncs = 0
+        self.probes_answered = 0  # progress requests answered on a quiet stream
+        self.last_failure = ""  # why the last stream broke
         self.connected = threading.Event()
         self._thread: threading.Thread | None = None
-        self._stream: _Stream | None = None
+        self._stream: BidiStream | None = None
         self._endpoint_failed = threading.Event()
         self._current_endpoint = ""
+        self._wake = threading.Event()
         # held while one message is handled: a stream being abandoned finishes its
         # message before the next stream starts (events stay in revision order)
         self._handle_lock = threading.Lock()
+        self._generation = 0
+        self._handler_failure: BaseException | None = None
         self.error: BaseException | None = None
         client.on_endpoint_failure(self._endpoint_failure)
 
     def _endpoint_failure(self, url: str) -> None:
         if url == self._current_endpoint:
             self._endpoint_failed.set()
-            stream = self._stream
-            # wake the supervisor, unless the reader itself reported the failure (it
-            # then ends the stream with its own outcome)
-            if stream is not None and threading.current_thread() is not stream.thread:
-                stream.out.put((stream, _ENDPOINT_FAILED))
+            self._wake.set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -194,6 +117,7 @@ class Watcher:
     def signal_stop(self) -> None:
         """Ask the watch to end and close its stream (see :meth:`stop` to also wait)."""
         self.stop_event.set()
+        self._wake.set()
         stream = self._stream
         if stream is not None:
             stream.close()
@@ -205,40 +129,39 @@ class Watcher:
 
     # -- loop ----------------------------------------------------------------------
 
-    def _open(self, endpoint: str) -> _Stream:
-        session, base, headers = self.client.session_for(endpoint)
-        body = {
-            "create_request": {
-                "key": b64(self.prefix),
-                "range_end": b64(prefix_end(self.prefix)),
-                "start_revision": str(self.next_revision),
-                "progress_notify": True,
-            }
-        }
-        headers = dict(headers)
-        headers["Grpc-Metadata-hasleader"] = "true"
-        resp = session.post(
-            base + "watch",
-            data=json.dumps(body),
-            headers=headers,
-            stream=True,
-            # the answer's headers come with the "created" message: a member that
-            # cannot answer within probe_timeout is not one to watch from
-            timeout=(min(1.0, self.probe_timeout), self.probe_timeout),
+    def _open(self, endpoint: str) -> BidiStream:
+        with self._handle_lock:
+            self._generation += 1
+            generation = self._generation
+
+        def on_message(msg: pb.WatchResponse) -> str:
+            with self._handle_lock:
+                if generation != self._generation or self.stop_event.is_set():
+                    return "abandoned"  # a newer stream owns the state
+                try:
+                    return self._handle(msg, endpoint)
+                except Exception as exc:  # reported by the supervisor, then reconnect
+                    self._handler_failure = exc
+                    return "handler-error"
+
+        stream = self.client.open_stream(
+            endpoint,
+            lambda s: s.watch.Watch,
+            name=f"{self.name}-reader",
+            on_message=on_message,
+            dedicated=True,
         )
-        if resp.status_code != 200:
-            text = resp.text[:300]
-            resp.close()
-            raise ConnectionError(f"watch on {endpoint} refused: HTTP {resp.status_code} {text}")
-        # from now on the stream may be quiet for long: a longer read timeout (the
-        # quiet-stream probe in _consume is what detects a dead member)
-        conn = getattr(resp.raw, "_connection", None)
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            sock.settimeout(self.read_timeout)
-        return _Stream(
-            resp, queue.Queue(), f"{self.name}-reader", self._handle_line, self._handle_lock
+        stream.send(
+            pb.WatchRequest(
+                create_request=pb.WatchCreateRequest(
+                    key=self.prefix,
+                    range_end=prefix_end(self.prefix),
+                    start_revision=self.next_revision,
+                    progress_notify=True,
+                )
+            )
         )
+        return stream
 
     def _run(self) -> None:
         backoff = 0.0
@@ -246,9 +169,10 @@ class Watcher:
             endpoint = self.client.preferred_endpoint()
             self._current_endpoint = endpoint
             self._endpoint_failed.clear()
+            self._wake.clear()
             try:
                 stream = self._open(endpoint)
-            except Exception as exc:
+            except EtcdraftError as exc:
                 log.debug("watch: cannot open on %s: %s", endpoint, exc)
                 self.client.report_failure(endpoint)
                 backoff = min(max(backoff * 2, 0.02), 0.5)
@@ -262,11 +186,11 @@ class Watcher:
                 self.error = exc
                 outcome = "error"
             finally:
-                stream.close()
+                stream.close(join=1.0)  # its reader thread ends with it
                 self._stream = None
                 self.connected.clear()
                 with self._handle_lock:  # the old reader's message, if any, is done
-                    pass
+                    self._generation += 1
             if self.stop_event.is_set():
                 return
             self.reconnects += 1
@@ -276,87 +200,73 @@ class Watcher:
             else:
                 backoff = 0.0
 
-    def _consume(self, stream: _Stream, endpoint: str) -> str:
+    def _consume(self, stream: BidiStream, endpoint: str) -> str:
         """Supervise a stream whose reader handles the messages: wake when it ends,
         when the endpoint is reported failing, or when it was quiet for
-        ``probe_after`` (then probe the endpoint)."""
+        ``probe_after`` (then probe the stream with a progress request)."""
+        probe_sent = 0.0  # monotonic; 0: no probe outstanding
         while not self.stop_event.is_set():
             if self._endpoint_failed.is_set():
                 return "endpoint-failed"
-            quiet_for = time.monotonic() - stream.last_data
-            wait = self.probe_after - quiet_for
-            if wait <= 0:
-                if not self._probe(endpoint):
+            end = stream.wait_end(0)
+            if end is not None:
+                return self._ended(end, stream)
+            now = time.monotonic()
+            if probe_sent and stream.last_data >= probe_sent:
+                probe_sent = 0.0  # answered
+                self.probes_answered += 1
+            if probe_sent:
+                if now - probe_sent >= self.probe_timeout:
+                    log.debug("watch on %s: no answer to a progress request", endpoint)
                     self.client.report_failure(endpoint)
                     return "probe-failed"
-                stream.last_data = max(stream.last_data, time.monotonic())
-                continue
-            try:
-                _src, item = stream.out.get(timeout=wait)
-            except queue.Empty:
-                continue
-            if item is _ENDPOINT_FAILED:
-                continue  # the flag is checked at the top of the loop
-            if item is _EOF:
-                log.debug("watch stream on %s ended", endpoint)
-                return "eof"
-            if item is _QUIET:
-                return "quiet"
-            if isinstance(item, _HandlerError):
-                raise item.__cause__ or item
-            if isinstance(item, BaseException):
-                log.debug("watch stream on %s broke: %s", endpoint, item)
-                self.client.report_failure(endpoint)
-                return "error"
-            if isinstance(item, str):
-                return item  # the reader's outcome for this stream
+                wait = probe_sent + self.probe_timeout - now
+            else:
+                quiet_for = now - stream.last_data
+                if quiet_for >= self.probe_after:
+                    probe_sent = now
+                    stream.send(pb.WatchRequest(progress_request=pb.WatchProgressRequest()))
+                    continue
+                wait = self.probe_after - quiet_for
+            end = stream.wait_end(min(wait, 0.25))
+            if end is not None:
+                return self._ended(end, stream)
         return "stopped"
 
-    def _handle_line(self, line: bytes) -> str:
-        """Decode and handle one message (in the reader thread)."""
-        endpoint = self._current_endpoint
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            log.warning("watch: malformed message from %s, reconnecting", endpoint)
+    def _ended(self, end: str | EtcdraftError, stream: BidiStream) -> str:
+        if isinstance(end, EtcdraftError):
+            log.debug("watch stream on %s broke: %s", stream.endpoint, end)
+            self.last_failure = str(end)
+            self.client.stream_failed(stream, end)
             return "error"
-        try:
-            return self._handle(msg, endpoint)
-        except Exception as exc:
-            raise _HandlerError(str(exc)) from exc
+        if end == "handler-error":
+            failure, self._handler_failure = self._handler_failure, None
+            if failure is not None:
+                raise failure
+        if end == "eof":
+            log.debug("watch stream on %s ended", stream.endpoint)
+        return end
 
-    def _handle(self, msg: dict[str, Any], endpoint: str) -> str:
-        if "error" in msg:
-            err = msg["error"]
-            text = err.get("message", err) if isinstance(err, dict) else err
-            log.debug("watch on %s: error envelope %s", endpoint, text)
-            if "compacted" in str(text):
-                return self._compacted(0)
+    def _handle(self, msg: pb.WatchResponse, endpoint: str) -> str:
+        if msg.canceled or msg.compact_revision:
+            if msg.compact_revision:
+                return self._compacted(msg.compact_revision)
+            log.debug("watch on %s canceled: %s", endpoint, msg.cancel_reason)
             self.client.report_failure(endpoint)
             return "error"
-        result = msg.get("result") or {}
-        header = result.get("header") or {}
-        compact = int(result.get("compact_revision", 0) or 0)
-        if result.get("canceled") or compact:
-            if compact:
-                return self._compacted(compact)
-            log.debug("watch on %s canceled: %s", endpoint, result.get("cancel_reason", ""))
-            self.client.report_failure(endpoint)
-            return "error"
-        if result.get("created"):
+        if msg.created:
             self.connected.set()
             return ""
-        events = result.get("events") or []
-        if events:
-            batch = [
-                WatchEvent(ev.get("type") == "DELETE", KV.from_json(ev.get("kv") or {}))
-                for ev in events
-            ]
-            top = max(ev.kv.mod_revision for ev in batch)
+        if msg.events:
+            batch = [WatchEvent(ev.type == _DELETE, KV.from_pb(ev.kv)) for ev in msg.events]
+            top = batch[-1].kv.mod_revision
+            for ev in batch:
+                if ev.kv.mod_revision > top:
+                    top = ev.kv.mod_revision
             self.handler(batch, top)
             self.next_revision = max(self.next_revision, top + 1)
         else:
-            rev = int(header.get("revision", 0) or 0)
+            rev = msg.header.revision
             if rev >= self.next_revision:  # progress notification
                 self.next_revision = rev + 1
                 if self.on_progress is not None:
@@ -373,13 +283,3 @@ class Watcher:
         upto = self.on_compacted(compact_revision)
         self.next_revision = max(self.next_revision, upto + 1)
         return "resynced"
-
-    def _probe(self, endpoint: str) -> bool:
-        """A linearizable read on the watch's own endpoint: is it still serving?"""
-        try:
-            self.client.probe(
-                endpoint, Deadline(self.probe_timeout, self.stop_event), key=self.prefix
-            )
-        except EtcdraftError:
-            return False
-        return True

@@ -1,5 +1,6 @@
-"""bench/floor.py: the hand-encoded protobuf, and one short run of every side against
-real etcd (what `make bench` relies on to report the floor)."""
+"""bench/floor.py and bench/grpc_raw.py: the raw gRPC client's fenced transaction is
+the broadcast's, byte for byte, and one short run of every floor side against real etcd
+(what `make bench` relies on to report the floor), including a failing compare."""
 
 from __future__ import annotations
 
@@ -7,37 +8,37 @@ from typing import Any
 
 import pytest
 
-from bench import floor
+from bench import floor, grpc_raw
+from etcdraft.etcd import cmp_create, cmp_version, op_put, op_range, pb
+from etcdraft.etcd import prefix_end as etcdraft_prefix_end
 
 
-def test_varint_and_fields_round_trip() -> None:
-    for n in (0, 1, 127, 128, 300, 2**35 + 7):
-        got, end = floor._read_varint(floor._varint(n), 0)
-        assert (got, end) == (n, len(floor._varint(n)))
-    msg = floor._field(1, b"key") + floor._field(2, b"v" * 600)
-    assert [(num, wt, val) for num, wt, val in floor._fields(msg)] == [
-        (1, 2, b"key"),
-        (2, 2, b"v" * 600),
-    ]
-
-
-def test_event_keys_of_a_watch_response() -> None:
-    def kv(key: bytes) -> bytes:
-        return floor._field(1, key) + floor._field(5, b"value")
-
-    # header (1), then two events (11) each with kv (2); a varint field in between
-    msg = (
-        floor._field(1, b"\x08\x01")
-        + floor._varint(2 << 3)
-        + floor._varint(7)
-        + floor._field(11, floor._field(2, kv(b"/a")))
-        + floor._field(11, floor._field(2, kv(b"/b")))
+def test_raw_fenced_txn_is_the_broadcasts_transaction() -> None:
+    """The request Node.broadcast builds (etcdraft's own builders, as in broadcast.py)
+    and the raw client's are the same bytes."""
+    leader, member = b"/ns/election/694d8a1b2c3d4e5f", b"/ns/members/n1"
+    key, value = grpc_raw.log_key(b"/ns/log/", 42), b"\x08\x2a" + b"s" * 598
+    assert key == b"/ns/log/00000000000000000042"
+    fence = (cmp_create(leader, "EQUAL", 17), cmp_version(member, "GREATER", 0))
+    theirs = pb.TxnRequest(
+        compare=[*fence, cmp_create(key, "EQUAL", 0)],
+        success=[op_put(key, value)],
+        failure=[op_range(key)],
     )
-    assert floor._event_keys(msg) == [b"/a", b"/b"]
-    assert floor._event_keys(floor._field(1, b"")) == []
+    ours = grpc_raw.fenced_txn(fence, key, value)
+    assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(
+        deterministic=True
+    )
+    # an explicit create_revision == 0 is on the wire (etcd's oneof), not left out
+    assert ours.compare[2].WhichOneof("target_union") == "create_revision"
 
 
-def test_floor_measures_every_side(etcd: object, namespace: str) -> None:
+@pytest.mark.parametrize("prefix", [b"/a/", b"/a\xff", b"\xff\xff", b"x"])
+def test_prefix_end_matches_etcdraft(prefix: bytes) -> None:
+    assert grpc_raw.prefix_end(prefix) == etcdraft_prefix_end(prefix)
+
+
+def test_floor_measures_every_side(etcd: Any, namespace: str) -> None:
     logged: list[str] = []
     res = floor.bench_floor(
         etcd,
@@ -49,29 +50,45 @@ def test_floor_measures_every_side(etcd: object, namespace: str) -> None:
         warmup=2,
     )
     assert res["rounds"] == 2 and len(res["per_round"]) == 2
-    assert all(len(r) == 4 for r in res["per_round"])  # every side in every round
-    for side in ("gateway", "gateway_txn", "grpc", "grpc_txn"):
+    assert all(set(r) == set(floor.SIDES) for r in res["per_round"])  # every side, every round
+    for side in floor.SIDES:
         for k in ("put_p50", "put_p99", "deliver_p50", "deliver_p99"):
-            assert 0 < res[side][k] < 5000, (side, k, res[side][k])
-    assert len(logged) == 2 and "gateway_txn" in logged[0] and "grpc_txn" in logged[0]
+            assert res[side][k] > 0, (side, k, res[side][k])
+    assert len(logged) == 2 and "grpc_txn" in logged[0]
 
 
-@pytest.mark.parametrize("kind", ["gateway", "grpc"])
-def test_fenced_side_sends_the_fenced_transaction(etcd: Any, namespace: str, kind: str) -> None:
+def test_fenced_side_sends_the_fenced_transaction(etcd: Any, namespace: str) -> None:
     prefix = namespace.encode() + b"/fenced/"
-    side: floor._Side
-    if kind == "gateway":
-        side = floor.GatewaySide(etcd.endpoints[0], prefix, fenced=True)
-    else:
-        side = floor.GrpcSide(etcd.endpoints[0], prefix, fenced=True)
+    side = floor.GrpcSide(etcd.endpoints[0], prefix, fenced=True)
     try:
-        key = prefix + b"log/00000000000000000001"
+        assert side.fence is not None
+        key = grpc_raw.log_key(prefix + b"log/", 1)
         side.put(key, b"state")
         got, _ = side.arrived.get(timeout=5)
         while got != key:
             got, _ = side.arrived.get(timeout=5)
+        stored = side.kv.Range(pb.RangeRequest(key=key), timeout=5).kvs
+        assert [(kv.key, kv.value) for kv in stored] == [(key, b"state")]
         # the same log key again: the "log key unused" compare fails, as in a broadcast
-        with pytest.raises(RuntimeError, match=r"fenced (gRPC )?write failed"):
+        with pytest.raises(RuntimeError, match=r"fenced write .* failed"):
             side.put(key, b"other state")
+        # a new term (the leader key re-created): the leader compare fails too
+        side.kv.DeleteRange(pb.DeleteRangeRequest(key=side.fence.leader_key), timeout=5)
+        side.kv.Put(pb.PutRequest(key=side.fence.leader_key, value=b"y"), timeout=5)
+        with pytest.raises(RuntimeError, match=r"fenced write .* failed"):
+            side.put(grpc_raw.log_key(prefix + b"log/", 2), b"state 2")
+        stored = side.kv.Range(pb.RangeRequest(key=key), timeout=5).kvs
+        assert [kv.value for kv in stored] == [b"state"]  # nothing overwritten
+    finally:
+        side.close()
+
+
+def test_plain_side_puts_and_watches(etcd: Any, namespace: str) -> None:
+    prefix = namespace.encode() + b"/plain/"
+    side = floor.GrpcSide(etcd.endpoints[0], prefix)
+    try:
+        assert side.fence is None
+        side.put(prefix + b"k", b"v")
+        assert side.arrived.get(timeout=5)[0] == prefix + b"k"
     finally:
         side.close()

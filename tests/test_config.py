@@ -107,6 +107,9 @@ FIELD_CASES: list[tuple[str, Any, str, Any]] = [
     ("snapshot_threshold", 50, "50", 50),
     ("trailing_logs", 20, "20", 20),
     ("fast_takeover", False, "false", False),
+    ("dial_timeout", "750ms", "750ms", 0.75),
+    ("keepalive_time", "20s", "20s", 20.0),
+    ("keepalive_timeout", "3s", "3s", 3.0),
     (
         "endpoints",
         ["http://127.0.0.1:2379", "http://127.0.0.2:2379"],
@@ -115,6 +118,8 @@ FIELD_CASES: list[tuple[str, Any, str, Any]] = [
     ),
     ("namespace", "/etcdraft/my-chain", "/etcdraft/my-chain", "/etcdraft/my-chain"),
     ("username", "alice", "alice", "alice"),
+    ("http_addr", "127.0.0.1:8080", "127.0.0.1:8080", "127.0.0.1:8080"),
+    ("readiness_max_blocks_behind", 0, "0", 0),
 ]
 
 
@@ -150,8 +155,38 @@ def test_every_field_is_covered() -> None:
         "tls_ca_file",
         "tls_cert_file",
         "tls_key_file",
+        "tls_key_password",
+        "tls_server_name",
     }
     assert covered == set(Config.model_fields)
+
+
+def test_tls_server_name_and_key_password(
+    pem_files: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ETCDRAFT_TLS_SERVER_NAME", "etcd.internal")
+    monkeypatch.setenv("ETCDRAFT_TLS_KEY_PASSWORD", SECRET)
+    cfg = make(
+        endpoints="https://10.0.0.1:2379",
+        tls_cert_file=pem_files["cert.pem"],
+        tls_key_file=pem_files["key.pem"],
+    )
+    assert cfg.tls_server_name == "etcd.internal"
+    assert cfg.tls_key_password is not None
+    assert cfg.tls_key_password.get_secret_value() == SECRET
+    assert SECRET not in repr(cfg) and SECRET not in str(cfg.describe())
+    monkeypatch.delenv("ETCDRAFT_TLS_SERVER_NAME")
+    monkeypatch.delenv("ETCDRAFT_TLS_KEY_PASSWORD")
+    err = config_error(tls_key_password=SECRET, endpoints="https://h:2379")
+    assert err.field == "tls_key_file"
+    err = config_error(tls_server_name="etcd.internal", endpoints="http://h:2379")
+    assert err.field == "endpoints" and "https://" in str(err)
+
+
+def test_keepalive_time_zero_disables_pings_and_negative_is_an_error() -> None:
+    assert make(keepalive_time=0).keepalive_time == 0.0
+    assert config_error(keepalive_time="-1s").field == "keepalive_time"
+    assert config_error(dial_timeout=0).field == "dial_timeout"
 
 
 def test_password_from_kwargs_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -562,8 +597,16 @@ def test_duplicate_endpoint() -> None:
 
 
 def test_ipv6_and_https_endpoints() -> None:
-    cfg = make(endpoints="http://[::1]:2379,https://etcd.example:2379/")
-    assert cfg.endpoints == ["http://[::1]:2379", "https://etcd.example:2379/"]
+    cfg = make(endpoints="http://[::1]:2379,http://etcd.example:2379/")
+    assert cfg.endpoints == ["http://[::1]:2379", "http://etcd.example:2379/"]
+    cfg = make(endpoints="https://[::1]:2379,https://etcd.example:2379/")
+    assert cfg.endpoints == ["https://[::1]:2379", "https://etcd.example:2379/"]
+
+
+def test_mixed_http_and_https_endpoints_are_rejected() -> None:
+    err = config_error(endpoints="http://[::1]:2379,https://etcd.example:2379/")
+    assert err.field == "endpoints"
+    assert "mix http:// and https://" in str(err)
 
 
 def test_http_endpoint_with_tls_is_rejected(pem_files: dict[str, str]) -> None:

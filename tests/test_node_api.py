@@ -282,7 +282,7 @@ class FaultProxy:
                         self.thawed.wait(30)
                 else:
                     seen = seen[-4096:] + data
-                    if b"/v3/watch" in data:
+                    if b"/etcdserverpb.Watch/Watch" in data:
                         watch.set()
                     with self.lock:
                         if self.drop_left and self.drop_marker and self.drop_marker in seen:
@@ -994,7 +994,7 @@ def test_broadcast_survives_a_lost_reply(harness: Harness) -> None:
         leader.set_apply_callback(lq)
         follower.set_apply_callback(fq)
         leader.broadcast(block(1))
-        proxy.drop_replies(base64.b64encode(harness.keys.log(2)), 1)
+        proxy.drop_replies(harness.keys.log(2), 1)
         try:
             leader.broadcast(block(2))
         except EtcdUnavailableError:  # allowed ("safe to retry"): retry it
@@ -1026,7 +1026,7 @@ def test_broadcast_timing_out_after_commit_can_be_retried(harness: Harness) -> N
         leader.set_apply_callback(lq)
         follower.set_apply_callback(fq)
         leader.broadcast(block(1))
-        proxy.drop_replies(base64.b64encode(harness.keys.log(2)), 1000)
+        proxy.drop_replies(harness.keys.log(2), 1000)
         t0 = time.monotonic()
         with pytest.raises(EtcdUnavailableError):
             leader.broadcast(block(2))
@@ -1063,7 +1063,7 @@ def test_leader_stream_keeps_an_ambiguous_write_before_later_ones(harness: Harne
         follower.set_apply_callback(fq)
         leader.broadcast(block(1))
         proxy.freeze()
-        proxy.drop_replies(base64.b64encode(harness.keys.log(2)), 1000)
+        proxy.drop_replies(harness.keys.log(2), 1000)
         with pytest.raises(EtcdUnavailableError):
             leader.broadcast(block(2))
         assert harness.raw.get(harness.keys.log(2)) is not None, "precondition: committed"

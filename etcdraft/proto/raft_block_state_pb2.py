@@ -6,6 +6,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from etcdraft.proto._pool import POOL as _POOL
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -24,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%etcdraft/proto/raft_block_state.proto\x12\tevnode.v1\"\xaf\x01\n\x0eRaftBlockState\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\'\n\x1flast_submitted_da_header_height\x18\x02 \x01(\x04\x12%\n\x1dlast_submitted_da_data_height\x18\x03 \x01(\x04\x12\x0c\n\x04hash\x18\x04 \x01(\x0c\x12\x11\n\ttimestamp\x18\x05 \x01(\x04\x12\x0e\n\x06header\x18\x06 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x42/Z-github.com/evstack/ev-node/types/pb/evnode/v1b\x06proto3')
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n%etcdraft/proto/raft_block_state.proto\x12\tevnode.v1\"\xaf\x01\n\x0eRaftBlockState\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\'\n\x1flast_submitted_da_header_height\x18\x02 \x01(\x04\x12%\n\x1dlast_submitted_da_data_height\x18\x03 \x01(\x04\x12\x0c\n\x04hash\x18\x04 \x01(\x0c\x12\x11\n\ttimestamp\x18\x05 \x01(\x04\x12\x0e\n\x06header\x18\x06 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x42/Z-github.com/evstack/ev-node/types/pb/evnode/v1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

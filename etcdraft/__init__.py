@@ -28,10 +28,12 @@ from etcdraft.errors import (
     InvalidStateError,
     LeadershipLostError,
     NotLeaderError,
+    WorkerError,
 )
 from etcdraft.fsm import FSM
-from etcdraft.leader_election import DynamicLeaderElection, WorkerError
+from etcdraft.leader_election import DynamicLeaderElection
 from etcdraft.node import Node
+from etcdraft.stats import NodeStats
 from etcdraft.types import RaftApplyMsg, RaftBlockState, Runnable
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -56,6 +58,7 @@ __all__ = [
     "InvalidStateError",
     "LeadershipLostError",
     "Node",
+    "NodeStats",
     "NotLeaderError",
     "Peer",
     "RaftApplyMsg",

@@ -356,6 +356,50 @@ _Duration = Annotated[float, BeforeValidator(_positive_duration)]
 _DurationOrOff = Annotated[float, BeforeValidator(_non_negative_duration)]
 """A duration in seconds (>= 0; 0 turns the feature off)."""
 
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+def parse_size(value: Any) -> int:
+    """A size in bytes: an integer, or a string such as ``"262144"``, ``"1.5MiB"``,
+    ``"64 MiB"``, ``"2GB"`` (KiB/MiB/GiB are powers of 1024, KB/MB/GB of 1000).
+
+    Raises:
+        ConfigError: not a size, or not above 0.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"expected a size in bytes, got the boolean {value!r}")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", value)
+        unit = m.group(2).lower() if m else ""
+        if m is None or unit not in _SIZE_UNITS:
+            raise ConfigError(
+                f"{value!r} is not a size: use bytes or a unit, e.g. '262144', '1.5MiB', '64MiB'"
+            )
+        size = int(float(m.group(1)) * _SIZE_UNITS[unit])
+    else:
+        raise ConfigError(f"expected a size in bytes, got {type(value).__name__}")
+    if size < 1:
+        raise ConfigError(f"must be greater than 0, got {value!r}")
+    return size
+
+
+_ByteSize = Annotated[int, BeforeValidator(parse_size)]
+"""A size in bytes (> 0), as an integer or a string with a unit."""
+
 _PositiveInt = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_at_least_one)]
 """An integer >= 1."""
 

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from etcdraft._deadline import Deadline
+from etcdraft.blocks import PieceBuffer
 from etcdraft.config import Config
 from etcdraft.errors import EtcdUnavailableError
 from etcdraft.etcd import KV, EtcdClient
@@ -58,11 +59,19 @@ class NodeCore:
     _warned: dict[str, float]
     _hb_interval: float
     _last_hb_sent: float
+    _hb_acked: float
     _hb_seen_at: float
     _hb_seen_rev: int
     _hb_leader_key: bytes
     deposed: int
     foreign_keys: int
+    _request_limit: int
+    _pieces: PieceBuffer
+    pieces_written: int
+    pieces_cleaned: int
+    _last_piece_sweep: float
+    corrupt_blocks: int
+    etcd_full: bool
 
     # -- implemented by the other parts ---------------------------------------------
 
@@ -70,6 +79,12 @@ class NodeCore:
         raise NotImplementedError
 
     def leader_id(self) -> str:
+        raise NotImplementedError
+
+    def _holds_term(self) -> bool:
+        raise NotImplementedError
+
+    def _heartbeat_acked(self, sent: float) -> None:
         raise NotImplementedError
 
     def _new_session(self, deadline: Deadline) -> None:

@@ -4,17 +4,25 @@ retries that turn out to be duplicates, and the outcome reported to observers.
 Every write is one etcd transaction that compares the create revision of this node's
 election key (its term) and its member key, and that the log key is still unused; the
 leader's heartbeat rides along when one is due. Nothing here trusts local state for
-safety: a write that etcd rejects steps the node down."""
+safety: a write that etcd rejects steps the node down.
+
+A state larger than one etcd request (:mod:`etcdraft.blocks`) is written as pieces,
+each in a transaction with the same three compares, and then committed by the same
+one transaction, which puts its manifest under ``log/<height>``."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 
 from etcdraft._deadline import Deadline
 from etcdraft._node_core import NodeCore
+from etcdraft.blocks import encode_manifest, is_manifest, make_manifest, parse_manifest, split
 from etcdraft.errors import (
-    EtcdRequestError,
+    CorruptDataError,
+    EtcdNoSpaceError,
+    EtcdRequestTooLargeError,
     EtcdUnavailableError,
     HeightConflictError,
     InvalidStateError,
@@ -34,10 +42,16 @@ from etcdraft.etcd import (
 from etcdraft.fsm import decode_state, short_hash
 from etcdraft.proto import RaftBlockState
 
-__all__ = ["MAX_ENTRY_BYTES", "BroadcastMixin"]
+__all__ = ["MAX_ENTRY_BYTES", "REQUEST_OVERHEAD", "BroadcastMixin"]
 
-#: etcd's default ``--max-request-bytes`` (1.5 MiB) less room for the transaction.
-MAX_ENTRY_BYTES = 1572864 - 1024
+#: Room left in one etcd request for the transaction around a value (keys, compares,
+#: the heartbeat put, etcd's own framing).
+REQUEST_OVERHEAD = 16 * 1024
+#: The largest state written in one request with etcd's default ``--max-request-bytes``
+#: (1.5 MiB); larger ones are written as pieces (etcdraft.blocks).
+MAX_ENTRY_BYTES = 1572864 - REQUEST_OVERHEAD
+#: Rounds of halving the piece size after etcd refused a piece as too large.
+MAX_SHRINKS = 6
 
 
 class BroadcastMixin(NodeCore):
@@ -50,6 +64,10 @@ class BroadcastMixin(NodeCore):
     _fence: tuple[bytes, int, Compare, Compare]
     #: a broadcast may have committed without our knowing (until the watch caught up)
     _ambiguous: bool
+    #: what etcd accepts in one request, as learned (starts at etcd_max_request_bytes)
+    _request_limit: int
+    #: the last write failed because etcd's backend is full (until one succeeds)
+    etcd_full: bool
 
     def add_broadcast_observer(self, callback: Callable[[str, float], None]) -> None:
         """Call ``callback(outcome, seconds)`` after every ``broadcast()``, in the
@@ -128,11 +146,12 @@ class BroadcastMixin(NodeCore):
                     f"timestamp {state.timestamp} of height {height} does not strictly increase "
                     f"(replicated height {head_height} has timestamp {head_ts})"
                 )
-            if len(data) > MAX_ENTRY_BYTES:
+            max_block = self._config.max_block_bytes
+            if len(data) > max_block:
                 raise InvalidStateError(
-                    f"state at height {height} encodes to {len(data)} bytes, over etcd's request "
-                    f"limit ({MAX_ENTRY_BYTES} usable of --max-request-bytes 1.5 MiB); keep "
-                    "block payloads out of the replicated state"
+                    f"state at height {height} encodes to {len(data)} bytes, over "
+                    f"max_block_bytes ({max_block}); raise max_block_bytes "
+                    "(ETCDRAFT_MAX_BLOCK_BYTES) or produce smaller blocks"
                 )
             with self._lock:
                 key, term = self._my_key, self._term
@@ -145,73 +164,173 @@ class BroadcastMixin(NodeCore):
                     cmp_create(key, "EQUAL", term),
                     cmp_version(self._keys.member(self._id), "GREATER", 0),
                 )
-            log_key = self._keys.log(height)
-            free = cmp_create(log_key, "EQUAL", 0)
-            for _ in range(2):
-                try:
-                    result = client.txn(
-                        [fence[2], fence[3], free],
-                        self._with_heartbeat([op_put(log_key, data)], term),
-                        [op_range(log_key)],
-                        deadline=deadline,
+            try:
+                value = data
+                if len(data) > self._request_limit - REQUEST_OVERHEAD:
+                    value = self._write_pieces(client, state, data, fence, term, deadline)
+                outcome = self._commit(client, state, data, value, fence, term, deadline)
+            except EtcdNoSpaceError:
+                if not self.etcd_full:
+                    self.etcd_full = True
+                    self._log.error(
+                        "etcd's backend is full (NOSPACE alarm): broadcasts fail until an "
+                        "operator compacts, defragments and disarms the alarm (etcdctl "
+                        "compact / defrag / alarm disarm) or raises --quota-backend-bytes",
+                        extra=self._extra(height=height),
                     )
-                except EtcdRequestError as exc:
-                    if "too large" in str(exc):
-                        raise InvalidStateError(
-                            f"state at height {height} ({len(data)} bytes) is too large for "
-                            f"etcd: {exc}"
-                        ) from exc
-                    raise
-                except EtcdUnavailableError:
-                    # the write may have been committed: until the watch has caught up,
-                    # let it apply our writes in revision order
-                    self._ambiguous = True
-                    raise
-                if result.succeeded:
-                    self.broadcasts += 1
-                    self._land(state, data, result.revision, term, deadline)
-                    return "ok"
-                existing = result.range_kvs(0)
-                if not existing:
-                    break  # a leadership compare failed
-                if existing[0].value == data:
-                    # our own write, committed before a lost reply
-                    self._land(state, data, existing[0].mod_revision, term, deadline)
-                    return "ok"
-                if _is_block_at(existing[0].value, height):
-                    raise HeightConflictError(
-                        f"a different block is already replicated at height {height} "
-                        f"(hash {_hash_of(existing[0].value)}); resynchronise from get_state()",
-                        height=height,
-                    )
-                # not a block of this height (corrupt, or another height's): every FSM
-                # skipped it, so the height is still free. Replace exactly that value,
-                # fenced like any leader write.
-                self._log.warning(
-                    "log/%d holds a value that is not a block of that height (written by "
-                    "another program, skipped by every node): replacing it",
-                    height,
-                    extra=self._extra(height=height),
-                )
-                free = cmp_mod(log_key, "EQUAL", existing[0].mod_revision)
-            else:
-                raise HeightConflictError(
-                    f"log/{height} keeps being rewritten by another program; check what else "
-                    "writes under the namespace",
-                    height=height,
-                )
-            self.fenced_rejections += 1
-            self._step_down("fenced write rejected by etcd")
-            raise LeadershipLostError()
+                raise
+            if self.etcd_full:
+                self.etcd_full = False
+                self._log.info("etcd accepts writes again", extra=self._extra(height=height))
+            return outcome
 
-    def _with_heartbeat(self, ops: list[RequestOp], term: int) -> list[RequestOp]:
-        """Add the leader's heartbeat put to a leader write when one is due."""
+    def _commit(
+        self,
+        client: EtcdClient,
+        state: RaftBlockState,
+        data: bytes,
+        value: bytes,
+        fence: tuple[bytes, int, Compare, Compare],
+        term: int,
+        deadline: Deadline,
+    ) -> str:
+        """The one fenced transaction that makes ``log/<height>`` hold ``value``: the
+        state's bytes, or the manifest of its pieces."""
+        client_height = state.height
+        log_key = self._keys.log(client_height)
+        free = cmp_create(log_key, "EQUAL", 0)
+        for _ in range(2):
+            ops, hb_sent = self._with_heartbeat([op_put(log_key, value)], term)
+            try:
+                result = client.txn(
+                    [fence[2], fence[3], free],
+                    ops,
+                    [op_range(log_key)],
+                    deadline=deadline,
+                )
+            except EtcdRequestTooLargeError as exc:
+                if value is not data:
+                    raise InvalidStateError(
+                        f"etcd refused the manifest of height {client_height} as too large: {exc}"
+                    ) from exc
+                # etcd's limit is lower than configured: learn it, write pieces
+                self._learn_limit(len(value) + REQUEST_OVERHEAD - 1, exc)
+                value = self._write_pieces(client, state, data, fence, term, deadline)
+                continue
+            except EtcdUnavailableError:
+                # the write may have been committed: until the watch has caught up,
+                # let it apply our writes in revision order
+                self._ambiguous = True
+                raise
+            if result.succeeded:
+                if hb_sent:
+                    self._heartbeat_acked(hb_sent)
+                self.broadcasts += 1
+                self._land(state, data, result.revision, term, deadline)
+                return "ok"
+            existing = result.range_kvs(0)
+            if not existing:
+                break  # a leadership compare failed
+            kv = existing[0]
+            if kv.value == value or _same_block(kv.value, data):
+                # our own write, committed before a lost reply
+                self._land(state, data, kv.mod_revision, term, deadline)
+                return "ok"
+            if _is_block_at(kv.value, client_height):
+                raise HeightConflictError(
+                    f"a different block is already replicated at height {client_height} "
+                    f"(hash {_hash_of(kv.value)}); resynchronise from get_state()",
+                    height=client_height,
+                )
+            # not a block of this height (corrupt, or another height's): every FSM
+            # skipped it, so the height is still free. Replace exactly that value,
+            # fenced like any leader write.
+            self._log.warning(
+                "log/%d holds a value that is not a block of that height (written by "
+                "another program, skipped by every node): replacing it",
+                client_height,
+                extra=self._extra(height=client_height),
+            )
+            free = cmp_mod(log_key, "EQUAL", kv.mod_revision)
+        else:
+            raise HeightConflictError(
+                f"log/{client_height} keeps being rewritten by another program; check what "
+                "else writes under the namespace",
+                height=client_height,
+            )
+        self.fenced_rejections += 1
+        self._step_down("fenced write rejected by etcd")
+        raise LeadershipLostError()
+
+    def _write_pieces(
+        self,
+        client: EtcdClient,
+        state: RaftBlockState,
+        data: bytes,
+        fence: tuple[bytes, int, Compare, Compare],
+        term: int,
+        deadline: Deadline,
+    ) -> bytes:
+        """Write ``data`` as pieces, each in a transaction fenced like the commit;
+        returns the manifest to commit. A piece refused as too large halves the piece
+        size (etcd's limit is learned). The nonce depends on the term and the bytes, so
+        a retry of the same state by the same leader rewrites the same keys."""
+        height = state.height
+        log_key = self._keys.log(height)
+        digest = hashlib.sha256(data).hexdigest()
+        nonce = f"{term:x}-{digest[:16]}"
+        for _ in range(MAX_SHRINKS):
+            piece_size = max(1024, self._request_limit - REQUEST_OVERHEAD)
+            manifest = make_manifest(height, state.timestamp, state.hash, data, nonce, piece_size)
+            nonce_sized = f"{nonce}-{piece_size:x}"
+            manifest.nonce = nonce_sized
+            txns = [
+                (
+                    [fence[2], fence[3], cmp_create(log_key, "EQUAL", 0)],
+                    [op_put(self._keys.piece(height, nonce_sized, i), piece)],
+                )
+                for i, piece in enumerate(split(data, piece_size))
+            ]
+            try:
+                results = client.txn_many(txns, deadline)
+            except EtcdRequestTooLargeError as exc:
+                self._learn_limit(piece_size // 2 + REQUEST_OVERHEAD, exc)
+                continue
+            except EtcdUnavailableError:
+                self._ambiguous = True
+                raise
+            if not all(r.succeeded for r in results):
+                # the height was taken or leadership lost: the commit transaction,
+                # with the same compares, fails the same way and says which
+                return encode_manifest(manifest)
+            self.pieces_written += len(txns)
+            return encode_manifest(manifest)
+        raise InvalidStateError(
+            f"etcd keeps refusing pieces of height {height} as too large (last limit "
+            f"{self._request_limit} bytes): check etcd's --max-request-bytes"
+        )
+
+    def _learn_limit(self, limit: int, exc: EtcdRequestTooLargeError) -> None:
+        if limit < self._request_limit:
+            self._log.warning(
+                "etcd refused a request as too large (%s): using %d bytes per request "
+                "instead of %d (set etcd_max_request_bytes to etcd's --max-request-bytes)",
+                exc,
+                limit,
+                self._request_limit,
+                extra=self._extra(),
+            )
+            self._request_limit = limit
+
+    def _with_heartbeat(self, ops: list[RequestOp], term: int) -> tuple[list[RequestOp], float]:
+        """Add the leader's heartbeat put to a leader write when one is due; returns
+        the ops and the heartbeat's send time (0.0: none added)."""
         if self._config.fast_takeover:
             now = time.monotonic()
             if now - self._last_hb_sent >= self._hb_interval:
                 self._last_hb_sent = now
-                ops = [*ops, op_put(self._keys.heartbeat, str(term).encode())]
-        return ops
+                return [*ops, op_put(self._keys.heartbeat, str(term).encode())], now
+        return ops, 0.0
 
     def _land(
         self, state: RaftBlockState, data: bytes, revision: int, term: int, deadline: Deadline
@@ -240,7 +359,7 @@ class BroadcastMixin(NodeCore):
                 "block is stored there (pruned, or skipped by an earlier gap); produce the "
                 f"next block above height {head_height}"
             )
-        if kv.value != data:
+        if kv.value != data and not _same_block(kv.value, data):
             raise HeightConflictError(
                 f"a different block is already replicated at height {height} "
                 f"(hash {_hash_of(kv.value)}, yours {short_hash(state)}); resynchronise from "
@@ -249,8 +368,24 @@ class BroadcastMixin(NodeCore):
             )
 
 
+def _same_block(stored: bytes, data: bytes) -> bool:
+    """True when ``stored`` (under ``log/<height>``) is the manifest of ``data``."""
+    if not is_manifest(stored):
+        return False
+    try:
+        manifest = parse_manifest(stored)
+    except CorruptDataError:
+        return False
+    return manifest.size == len(data) and manifest.sha256 == hashlib.sha256(data).digest()
+
+
 def _is_block_at(data: bytes, height: int) -> bool:
     """True when the FSM would apply ``data`` stored under ``log/<height>``."""
+    if is_manifest(data):
+        try:
+            return parse_manifest(data).height == height
+        except CorruptDataError:
+            return False
     try:
         return decode_state(data).height == height
     except ValueError:
@@ -258,6 +393,12 @@ def _is_block_at(data: bytes, height: int) -> bool:
 
 
 def _hash_of(data: bytes) -> str:
+    if is_manifest(data):
+        try:
+            manifest = parse_manifest(data)
+        except CorruptDataError:
+            return "corrupt"
+        return manifest.hash[:4].hex() if manifest.hash else "-"
     try:
         return short_hash(decode_state(data))
     except ValueError:

@@ -42,6 +42,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from etcdraft._config_values import (
     Peer,
+    _ByteSize,
     _check_addr,
     _check_node_id,
     _CommaList,
@@ -197,6 +198,23 @@ class Config(BaseSettings):
     trailing_logs: _PositiveInt = Field(
         default=1000,
         description="Replicated entries kept in etcd after pruning, for followers to catch up.",
+    )
+    trailing_bytes: _ByteSize = Field(
+        default=256 * 1024**2,
+        description="Bytes of replicated entries kept in etcd after pruning (beside "
+        "trailing_logs: whichever keeps less wins); bounds what the log takes of etcd's "
+        "backend quota (2 GiB by default). Accepts units: '256MiB'.",
+    )
+    max_block_bytes: _ByteSize = Field(
+        default=64 * 1024**2,
+        description="Largest encoded state broadcast() accepts; a larger one is an "
+        "InvalidStateError. States above one etcd request are written as pieces.",
+    )
+    etcd_max_request_bytes: _ByteSize = Field(
+        default=1536 * 1024,
+        description="What etcd accepts in one request (etcd's --max-request-bytes, "
+        "1.5 MiB by default); lowered automatically when etcd refuses a request as too "
+        "large.",
     )
     fast_takeover: bool = Field(
         default=True,

@@ -11,13 +11,16 @@ public methods.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import time
 
 from etcdraft._deadline import Deadline
 from etcdraft._node_core import NodeCore
+from etcdraft.blocks import is_manifest, parse_manifest
 from etcdraft.errors import (
     ConfigError,
+    CorruptDataError,
     EtcdraftError,
     EtcdTimeoutError,
     HandoverError,
@@ -39,6 +42,8 @@ __all__ = ["ElectionMixin"]
 
 #: Heights deleted per pruning transaction.
 PRUNE_BATCH = 1000
+#: Seconds between two sweeps of uncommitted large-block pieces by the leader.
+PIECE_SWEEP_EVERY = 5.0
 
 
 class ElectionMixin(NodeCore):
@@ -80,7 +85,7 @@ class ElectionMixin(NodeCore):
             TimeoutError: no other node took over within ``timeout``
                 (default 5 * ``send_timeout``).
         """
-        if not self.is_leader():
+        if not self._holds_term():
             return
         client = self._require_client()
         wait = self._config.send_timeout * 5 if timeout is None else timeout
@@ -109,6 +114,13 @@ class ElectionMixin(NodeCore):
                 cmp_create(target.key, "EQUAL", target.create_revision),
             ]
             ops = [op_delete(my_key)] + [op_delete(c.key) for c in ahead]
+            # maintenance mode (etcdraft pause): name the successor, the one candidate
+            # that may claim while paused; compared, so a pause or resume meanwhile
+            # fails the handover instead of leaving the successor unable to claim
+            pause = view.pause
+            compare.append(cmp_mod(self._keys.paused, "EQUAL", pause.mod_revision if pause else 0))
+            if pause is not None:
+                ops.append(op_put(self._keys.paused, pause.with_handover(target.create_revision)))
             self._log.info(
                 "handing leadership over to %s (term %d)",
                 target.node_id,
@@ -124,7 +136,8 @@ class ElectionMixin(NodeCore):
                     self._step_down("leadership lost during handover")
                     return
                 raise HandoverError(
-                    f"handover to {target.node_id} failed: it is no longer a candidate; retry"
+                    f"handover to {target.node_id} failed: it is no longer a candidate (or "
+                    "the cluster was paused or resumed meanwhile); retry"
                 )
             self._step_down(f"handed over to {target.node_id}")
         with self._cond:
@@ -242,6 +255,7 @@ class ElectionMixin(NodeCore):
             mine = view.candidates.get(self._my_key)
             leader = view.leader()
             my_key, lease, claimed = self._my_key, self._lease, self._claimed
+            pause = view.pause  # maintenance mode (etcdraft pause), None when off
         if not member:
             if mine is not None:
                 self._log.info("node %s is not a member: withdrawing", self._id)
@@ -263,28 +277,39 @@ class ElectionMixin(NodeCore):
                 self._log.debug("campaigning with %r", my_key)
             return
         if leader is mine and claimed != mine.create_revision:
+            if pause is not None and pause.handover != mine.create_revision:
+                # paused: first in line, but only a handover's named successor claims;
+                # a lost leader is not replaced until `etcdraft resume` deletes the
+                # key (its deletion wakes this loop through the watch)
+                return
             # we are first in line: prove the key is still ours (etcd issue 19597) and
             # record the term; leadership starts when the watch delivers the record,
             # i.e. after every earlier entry has been applied.
+            ops = [op_put(self._keys.term(mine.create_revision), self._id.encode())]
+            if cfg.fast_takeover:  # the term's first heartbeat, so belief can start
+                ops.append(op_put(self._keys.heartbeat, str(mine.create_revision).encode()))
+            sent = time.monotonic()
             result = client.txn(
                 [
                     cmp_create(my_key, "EQUAL", mine.create_revision),
                     cmp_lease(my_key, "EQUAL", lease),
                 ],
-                [op_put(self._keys.term(mine.create_revision), self._id.encode())],
+                ops,
                 deadline=deadline,
             )
             if result.succeeded:
+                self._hb_acked = sent  # a new term: only its own heartbeats count
+                self._last_hb_sent = sent
                 with self._cond:
                     self._claimed = mine.create_revision
                     self._refresh_leadership()
             return
-        if self.is_leader():
+        if self._holds_term():
             if cfg.fast_takeover:
                 self._send_heartbeat(client, deadline)
             self._maybe_prune(client, deadline)
-        elif cfg.fast_takeover and leader is not None and leader is not mine:
-            self._maybe_depose(client, deadline, leader, mine)
+        elif cfg.fast_takeover and pause is None and leader is not None and leader is not mine:
+            self._maybe_depose(client, deadline, leader, mine)  # never while paused
 
     def _send_heartbeat(self, client: EtcdClient, deadline: Deadline) -> None:
         if time.monotonic() - self._last_hb_sent < self._hb_interval:
@@ -293,14 +318,16 @@ class ElectionMixin(NodeCore):
             key, term = self._my_key, self._term
         if not term:
             return
-        self._last_hb_sent = time.monotonic()
+        sent = self._last_hb_sent = time.monotonic()
         result = client.txn(
             [cmp_create(key, "EQUAL", term)],
             [op_put(self._keys.heartbeat, str(term).encode())],
             deadline=deadline,
             lane="control",
         )
-        if not result.succeeded:
+        if result.succeeded:
+            self._heartbeat_acked(sent)
+        else:
             self._step_down("heartbeat rejected: election key gone")
 
     def _maybe_depose(
@@ -345,27 +372,87 @@ class ElectionMixin(NodeCore):
                 self._hb_seen_at = max(self._hb_seen_at, time.monotonic())
 
     def _maybe_prune(self, client: EtcdClient, deadline: Deadline) -> None:
+        """Delete old log entries (and their large blocks' pieces): keep the newest
+        ``trailing_logs`` entries, and at most ``trailing_bytes`` of them; prune once
+        ``snapshot_threshold`` extra entries (or a quarter of ``trailing_bytes``) have
+        accumulated. Fenced on this node's term like every leader write."""
         cfg = self._config
         with self._lock:
             pruned = self._view.pruned
             key, term = self._my_key, self._term
+        self._fsm.forget_sizes(pruned)
         head = self._fsm.height
-        if head - pruned <= cfg.trailing_logs + cfg.snapshot_threshold:
+        count_cut = head - cfg.trailing_logs
+        byte_cut = self._fsm.byte_cut(cfg.trailing_bytes)
+        over_count = head - pruned > cfg.trailing_logs + cfg.snapshot_threshold
+        over_bytes = byte_cut > pruned and self._fsm.byte_cut(cfg.trailing_bytes * 5 // 4) > pruned
+        if not (over_count or over_bytes):
+            self._maybe_clean_pieces(client, deadline, key, term, head)
             return
-        cut = head - cfg.trailing_logs
+        cut = max(count_cut, byte_cut)
         upto = min(cut, pruned + PRUNE_BATCH)
+        k = self._keys
         result = client.txn(
             [cmp_create(key, "EQUAL", term)],
             [
-                op_delete(self._keys.log(pruned + 1), self._keys.log(upto + 1)),
-                op_put(self._keys.pruned, str(upto).encode()),
+                op_delete(k.log(pruned + 1), k.log(upto + 1)),
+                op_delete(k.blocks(pruned + 1), k.blocks(upto + 1)),
+                op_put(k.pruned, str(upto).encode()),
             ],
             deadline=deadline,
         )
         if result.succeeded:
             self._log.debug("pruned log heights %d..%d", pruned + 1, upto)
+            self._fsm.forget_sizes(upto)
             self._prune_terms(client, deadline, key, term, upto)
             self._changed.set()
+
+    def _maybe_clean_pieces(
+        self, client: EtcdClient, deadline: Deadline, key: bytes, term: int, head: int
+    ) -> None:
+        """Remove the pieces of large-block attempts that never committed (a failed
+        broadcast, a deposed or dead leader): any attempt at a height at or below the
+        applied head whose nonce is not the one of that height's committed manifest.
+        Runs at most every PIECE_SWEEP_EVERY seconds on the leader."""
+        now = time.monotonic()
+        if now - self._last_piece_sweep < PIECE_SWEEP_EVERY:
+            return
+        self._last_piece_sweep = now
+        k = self._keys
+        res = client.range(
+            k.blocks_prefix, k.blocks(head + 1), deadline, keys_only=True, limit=PRUNE_BATCH
+        )
+        attempts: set[tuple[int, str]] = set()
+        for kv in res.kvs:
+            parsed = k.parse(kv.key)
+            if parsed.kind == "piece":
+                attempts.add((parsed.number, parsed.name))
+        if not attempts:
+            return
+        heights = sorted({h for h, _ in attempts})
+        logs = client.range(k.log(heights[0]), k.log(heights[-1] + 1), deadline)
+        committed: dict[int, str] = {}
+        for kv in logs.kvs:
+            if is_manifest(kv.value):
+                with contextlib.suppress(CorruptDataError):
+                    committed[k.parse(kv.key).number] = parse_manifest(kv.value).nonce
+        garbage = sorted((h, n) for h, n in attempts if committed.get(h) != n)
+        if not garbage:
+            return
+        ops = [
+            op_delete(k.pieces(h, n), prefix_end(k.pieces(h, n)))
+            for h, n in garbage[: PRUNE_BATCH // 10]
+        ]
+        if client.txn([cmp_create(key, "EQUAL", term)], ops, deadline=deadline).succeeded:
+            self.pieces_cleaned += len(ops)
+            self._log.info(
+                "removed the pieces of %d large-block attempt(s) that never committed "
+                "(heights %d..%d)",
+                len(ops),
+                garbage[0][0],
+                garbage[min(len(garbage), PRUNE_BATCH // 10) - 1][0],
+                extra=self._extra(),
+            )
 
     def _prune_terms(
         self, client: EtcdClient, deadline: Deadline, key: bytes, term: int, upto: int

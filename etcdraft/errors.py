@@ -17,7 +17,8 @@ organised by *kind*, so callers can catch as broadly or narrowly as they need::
     │   └── EtcdRequestError             etcd rejected the request
     │       ├── EtcdRequestTooLargeError over etcd's --max-request-bytes
     │       └── EtcdNoSpaceError         etcd's backend is full (NOSPACE alarm)
-    └── HandoverError                    no live member can take leadership over
+    ├── HandoverError                    no live member can take leadership over
+    └── WorkerError                      a DynamicLeaderElection worker failed
 
 Timeouts also subclass the builtin :class:`TimeoutError`, so ``except TimeoutError``
 catches them as Python programmers expect.
@@ -42,6 +43,7 @@ __all__ = [
     "InvalidStateError",
     "LeadershipLostError",
     "NotLeaderError",
+    "WorkerError",
 ]
 
 
@@ -136,6 +138,17 @@ class EtcdNoSpaceError(EtcdRequestError):
     every write fails until an operator compacts, defragments and disarms the alarm
     (``etcdctl compact``, ``etcdctl defrag``, ``etcdctl alarm disarm``). Reads still
     work; nothing already written is lost."""
+
+
+class WorkerError(EtcdraftError):
+    """Raised by ``DynamicLeaderElection.run`` when a leader or follower worker failed
+    (raised, not because it was stopped); leadership was handed over first. The message
+    is ``"<leader|follower> worker exited unexpectedly: <cause>"``."""
+
+    def __init__(self, role: str, cause: BaseException) -> None:
+        super().__init__(f"{role} worker exited unexpectedly: {cause}")
+        self.role = role
+        self.cause = cause
 
 
 class HandoverError(EtcdraftError):

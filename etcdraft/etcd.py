@@ -378,6 +378,7 @@ class EtcdClient:
         last: EtcdraftError | None = None
         attempt = 0
         tls_failures = 0
+        renewed_tls: set[Endpoint] = set()
         while True:
             order = self._order()
             for i, ep in enumerate(order):
@@ -400,6 +401,13 @@ class EtcdClient:
                     continue
                 except TransientError as exc:
                     last = exc
+                    if isinstance(exc, TlsError) and ep not in renewed_tls:
+                        # a channel reconnects with the credentials it was made with:
+                        # make a new one, which reads the certificate files again
+                        # (rotated on disk meanwhile?), and try this endpoint once more
+                        renewed_tls.add(ep)
+                        ep.reset()
+                        continue
                     self._mark_bad(ep)
                     if isinstance(exc, TlsError):
                         tls_failures += 1
@@ -484,6 +492,55 @@ class EtcdClient:
             revision=resp.header.revision,
             responses=list(resp.responses),
         )
+
+    def txn_many(
+        self,
+        txns: Sequence[tuple[Sequence[Compare], Sequence[RequestOp]]],
+        deadline: Deadline,
+        *,
+        window: int = 8,
+    ) -> list[TxnResult]:
+        """Run independent transactions concurrently (up to ``window`` in flight) on
+        the preferred endpoint, with ``Txn.future``; one that fails transiently is
+        retried alone by :meth:`txn`, with failover. Results in the order given.
+
+        Raises:
+            the first non-transient error (e.g. EtcdRequestTooLargeError), or
+            EtcdTimeoutError when ``deadline`` expires.
+        """
+        results: list[TxnResult | None] = [None] * len(txns)
+        retry: list[int] = []
+        ep = self._order()[0]
+        for start in range(0, len(txns), window):
+            batch = range(start, min(start + window, len(txns)))
+            metadata = self._metadata(ep, deadline)
+            futures = []
+            for i in batch:
+                compare, success = txns[i]
+                req = pb.TxnRequest(compare=compare, success=success)
+                futures.append(
+                    (
+                        i,
+                        ep.stubs().kv.Txn.future(
+                            req, timeout=max(0.001, deadline.remaining()), metadata=metadata
+                        ),
+                    )
+                )
+            for i, fut in futures:
+                try:
+                    resp: pb.TxnResponse = fut.result()
+                except grpc.RpcError as exc:
+                    err = map_grpc_error(exc, ep.url)
+                    if isinstance(err, TransientError | TokenExpired):
+                        retry.append(i)
+                        continue
+                    raise err from None
+                self._check_header(ep, resp.header, 0)
+                results[i] = TxnResult(resp.succeeded, resp.header.revision, list(resp.responses))
+        for i in retry:
+            compare, success = txns[i]
+            results[i] = self.txn(compare, success, deadline=deadline)
+        return [r for r in results if r is not None]
 
     def put(
         self,
@@ -614,6 +671,8 @@ class EtcdClient:
             with contextlib.suppress(EtcdraftError):
                 self._renew_token(ep, stream.token, Deadline(DEFAULT_TIMEOUT))
             return
+        if isinstance(exc, TlsError):
+            ep.reset()  # the next connection reads the certificate files again
         self._mark_bad(ep)
 
     def close(self) -> None:

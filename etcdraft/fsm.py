@@ -11,6 +11,7 @@ import re
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -160,6 +161,9 @@ class FSM:
         self.applied = 0
         self.dropped = 0
         self.skipped = 0
+        # (height, encoded size) of entries applied since start, oldest first: what the
+        # leader's pruner needs to bound the log in etcd by bytes
+        self._sizes: deque[tuple[int, int]] = deque()
         self._last_drop_log = -float("inf")
 
     # -- reads ---------------------------------------------------------------------
@@ -253,6 +257,7 @@ class FSM:
                     reason = ""
                     self._state = state
                     self._encoded = encoded if encoded is not None else state.SerializeToString()
+                    self._sizes.append((state.height, len(self._encoded)))
                     self._index = index
                     self._term = max(self._term, term)
                     self.applied += 1
@@ -265,9 +270,32 @@ class FSM:
                 self._offer(queue, RaftApplyMsg(index, term, state))
             return True
 
+    def byte_cut(self, keep_bytes: int) -> int:
+        """The highest height to prune so that the applied entries above it (as far as
+        this node saw them applied) total at most ``keep_bytes``; 0 when all fit."""
+        with self._lock:
+            total = 0
+            for height, size in reversed(self._sizes):
+                total += size
+                if total > keep_bytes:
+                    return height
+            return 0
+
+    def forget_sizes(self, upto: int) -> None:
+        """Drop the sizes of entries at or below ``upto`` (pruned from etcd)."""
+        with self._lock:
+            while self._sizes and self._sizes[0][0] <= upto:
+                self._sizes.popleft()
+
     def skip(self, reason: str) -> None:
         """Count and log an entry that is not applied (found out of order)."""
         self._skip(self._index, reason)
+
+    def skip_entry(self, index: int, reason: str) -> None:
+        """Count and log the entry at revision ``index`` as never to be applied
+        (corrupt); it counts as processed for :meth:`wait_applied`."""
+        if index > self._index:
+            self._skip(index, reason, seen=True)
 
     def _skip(self, index: int, reason: str, *, seen: bool = False) -> None:
         """Count and log a skipped entry; with ``seen``, the entry at revision

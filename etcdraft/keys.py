@@ -6,10 +6,15 @@ key                                    value
 ``<ns>/election/<lease id, hex>``      node id; bound to the candidate's session lease
 ``<ns>/members/<node id>``             advertised address (``raft_addr``)
 ``<ns>/alive/<node id>``               JSON ``{"index":…, "height":…}``; session lease
-``<ns>/log/<height, 20 digits>``       protobuf bytes of ``evnode.v1.RaftBlockState``
+``<ns>/log/<height, 20 digits>``       protobuf bytes of ``evnode.v1.RaftBlockState``, or
+                                       (a large block) 0xFF "etcdraft-block" 0x01 and
+                                       an ``etcdraft.v1.BlockManifest``
+``<ns>/blocks/<height>/<nonce>/<i>``   piece ``i`` (6 digits) of a large block's bytes
 ``<ns>/terms/<term, 20 digits>``       node id of the leader that started the term
 ``<ns>/pruned``                        highest height deleted by pruning (decimal)
 ``<ns>/heartbeat``                     current term (decimal), put by the leader often
+``<ns>/paused``                        maintenance mode (``etcdraft pause``): JSON
+                                       ``{"by", "at", "reason"[, "handover"]}``
 =====================================  ================================================
 
 Nothing else lives here; nothing else of etcdraft knows these shapes.
@@ -19,19 +24,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HEIGHT_DIGITS", "Keys", "ParsedKey"]
+__all__ = ["HEIGHT_DIGITS", "PIECE_DIGITS", "Keys", "ParsedKey"]
 
 HEIGHT_DIGITS = 20  # enough for any uint64
+PIECE_DIGITS = 6
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
     """A key classified by :meth:`Keys.parse`. ``kind`` is one of ``election``,
-    ``member``, ``alive``, ``log``, ``term``, ``pruned``, ``heartbeat`` or ``foreign``."""
+    ``member``, ``alive``, ``log``, ``piece``, ``term``, ``pruned``, ``heartbeat``,
+    ``paused`` or ``foreign``. A ``piece`` has its height in ``number``, its nonce in
+    ``name`` and its position in ``index``."""
 
     kind: str
     name: str = ""
     number: int = 0
+    index: int = 0
 
 
 class Keys:
@@ -45,9 +54,11 @@ class Keys:
         self.members_prefix = self.root + b"members/"
         self.alive_prefix = self.root + b"alive/"
         self.log_prefix = self.root + b"log/"
+        self.blocks_prefix = self.root + b"blocks/"
         self.terms_prefix = self.root + b"terms/"
         self.pruned = self.root + b"pruned"
         self.heartbeat = self.root + b"heartbeat"
+        self.paused = self.root + b"paused"
 
     @property
     def election_name(self) -> str:
@@ -66,6 +77,17 @@ class Keys:
     def log(self, height: int) -> bytes:
         return self.log_prefix + str(height).zfill(HEIGHT_DIGITS).encode()
 
+    def blocks(self, height: int) -> bytes:
+        """The prefix of every piece of every attempt at ``height``."""
+        return self.blocks_prefix + str(height).zfill(HEIGHT_DIGITS).encode() + b"/"
+
+    def pieces(self, height: int, nonce: str) -> bytes:
+        """The prefix of the pieces of one attempt at ``height``."""
+        return self.blocks(height) + nonce.encode() + b"/"
+
+    def piece(self, height: int, nonce: str, index: int) -> bytes:
+        return self.pieces(height, nonce) + str(index).zfill(PIECE_DIGITS).encode()
+
     def term(self, term: int) -> bytes:
         return self.terms_prefix + str(term).zfill(HEIGHT_DIGITS).encode()
 
@@ -79,8 +101,10 @@ class Keys:
         except UnicodeDecodeError:
             return ParsedKey("foreign")
         head, sep, tail = text.partition("/")
+        if head == "blocks":
+            return self._parse_piece(tail)
         if not sep:
-            if text in ("pruned", "heartbeat"):
+            if text in ("pruned", "heartbeat", "paused"):
                 return ParsedKey(text)
             return ParsedKey("foreign")
         if not tail or "/" in tail:
@@ -101,3 +125,19 @@ class Keys:
         if head == "alive":
             return ParsedKey("alive", name=tail)
         return ParsedKey("foreign")
+
+    @staticmethod
+    def _parse_piece(tail: str) -> ParsedKey:
+        parts = tail.split("/")
+        if len(parts) != 3:
+            return ParsedKey("foreign")
+        height, nonce, index = parts
+        if (
+            len(height) != HEIGHT_DIGITS
+            or not height.isdigit()
+            or not nonce
+            or len(index) != PIECE_DIGITS
+            or not index.isdigit()
+        ):
+            return ParsedKey("foreign")
+        return ParsedKey("piece", name=nonce, number=int(height), index=int(index))

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import NoReturn, Protocol
 
 from etcdraft.config import Config
-from etcdraft.errors import EtcdraftError, LeadershipLostError
+from etcdraft.errors import EtcdraftError, LeadershipLostError, WorkerError
 from etcdraft.proto import RaftBlockState
 from etcdraft.types import Runnable
 
@@ -38,16 +38,6 @@ log = logging.getLogger(__name__)
 CATCH_UP_POLL = 0.1
 #: Upper bound of one wait for a role change (leadership is also time-based).
 ROLE_POLL = 0.1
-
-
-class WorkerError(EtcdraftError):
-    """A leader or follower worker failed (raised, not because it was stopped).
-    The message is ``"<leader|follower> worker exited unexpectedly: <cause>"``."""
-
-    def __init__(self, role: str, cause: BaseException) -> None:
-        super().__init__(f"{role} worker exited unexpectedly: {cause}")
-        self.role = role
-        self.cause = cause
 
 
 class WorkerReturnedEarly(EtcdraftError):

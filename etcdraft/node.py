@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from etcdraft._deadline import Deadline
 from etcdraft._node_core import NodeCore
+from etcdraft.blocks import PieceBuffer
 from etcdraft.broadcast import MAX_ENTRY_BYTES, BroadcastMixin
 from etcdraft.config import Config
 from etcdraft.election import ElectionMixin
@@ -44,6 +45,7 @@ from etcdraft.keys import Keys
 from etcdraft.proto import RaftBlockState
 from etcdraft.replication import ReplicationMixin
 from etcdraft.session import Session
+from etcdraft.stats import NodeStats
 from etcdraft.view import Progress, View
 from etcdraft.watch import Watcher
 
@@ -125,10 +127,21 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
         # fast takeover: the leader's heartbeat as this node last saw it
         self._hb_interval = config.heartbeat_timeout / 4
         self._last_hb_sent = -math.inf  # monotonic, leader side
+        # send time of the last heartbeat of this term etcd acknowledged (leader side)
+        self._hb_acked = -math.inf
         self._hb_seen_at = time.monotonic()  # monotonic, when heartbeat/leader changed
         self._hb_seen_rev = 0
         self._hb_leader_key = b""
         self.deposed = 0
+        # large blocks (etcdraft.blocks): etcd's request limit as learned, the pieces
+        # seen on the watch until their manifest commits, counters
+        self._request_limit = config.etcd_max_request_bytes
+        self._pieces = PieceBuffer(max_bytes=2 * config.max_block_bytes)
+        self.pieces_written = 0
+        self.pieces_cleaned = 0
+        self._last_piece_sweep = -math.inf
+        self.corrupt_blocks = 0
+        self.etcd_full = False  # etcd's NOSPACE alarm seen on a write
         self._http: NodeHttpServer | None = None  # Config.http_addr
 
     # ------------------------------------------------------------------ properties
@@ -255,7 +268,7 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
             except EtcdraftError as exc:
                 self._log.warning("stop: could not confirm applies: %s", exc, extra=self._extra())
             self._retiring.set()  # no more campaigning
-            if self.is_leader():
+            if self._holds_term():
                 try:
                     self.resign_leader(timeout=max(cfg.send_timeout, deadline.remaining()))
                 except (EtcdraftError, TimeoutError) as exc:
@@ -324,12 +337,80 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
     # ------------------------------------------------------------------ queries
 
     def is_leader(self) -> bool:
-        """True only while this node holds leadership and its lease cannot yet have
-        expired at etcd (minus ``leader_lease_timeout``). Local; never blocks."""
+        """True only while this node holds leadership, its lease cannot yet have
+        expired at etcd (minus ``leader_lease_timeout``) and, with fast takeover, no
+        other node can have deposed it yet: less than ``heartbeat_timeout`` has passed
+        since the send time of its last heartbeat etcd acknowledged (a follower deposes
+        only after seeing no heartbeat for that long, and it sees each heartbeat after
+        it was sent). So a cut-off leader stops believing before anyone can take over.
+        Local; never blocks."""
+        if not self._holds_term():
+            return False
+        if self._config.fast_takeover:
+            return time.monotonic() < self._hb_acked + self._config.heartbeat_timeout
+        return True
+
+    def _holds_term(self) -> bool:
+        """This node has a term and its lease cannot have expired yet (what its own
+        fenced writes may act on: heartbeats, pruning, handover)."""
         session = self._session
         if not self._term or session is None or self._stopping.is_set():
             return False
         return time.monotonic() < session.expires_at() - self._config.leader_lease_timeout
+
+    def _heartbeat_acked(self, sent: float) -> None:
+        """etcd acknowledged a heartbeat of this term sent at ``sent`` (monotonic)."""
+        if sent > self._hb_acked:
+            self._hb_acked = sent
+
+    def stats(self) -> NodeStats:
+        """A frozen snapshot of this node: role, term, leader, applied and observed
+        revision, lease remaining, last heartbeat, counters. Local; never blocks on I/O."""
+        now = time.monotonic()
+        session, watcher, client = self._session, self._watcher, self._client
+        leader = self.is_leader()
+        with self._lock:
+            candidate = bool(self._my_rev)
+            term = self._term if leader else 0
+        if self._closed or not self._started:
+            role = "stopped"
+        elif leader:
+            role = "leader"
+        elif candidate:
+            role = "candidate"
+        else:
+            role = "follower"
+        fsm = self._fsm
+        return NodeStats(
+            node_id=self._id,
+            role=role,
+            term=term,
+            leader_id=self.leader_id(),
+            applied_index=fsm.index,
+            applied_height=fsm.height,
+            observed_revision=client.max_revision if client is not None else 0,
+            lease_remaining=(session.expires_at() - now) if session is not None else 0.0,
+            last_heartbeat_age=(
+                now - self._hb_acked
+                if leader and self._config.fast_takeover and self._hb_acked > -math.inf
+                else None
+            ),
+            broadcasts=self.broadcasts,
+            fenced_rejections=self.fenced_rejections,
+            deposed=self.deposed,
+            foreign_keys=self.foreign_keys,
+            applied=fsm.applied,
+            dropped=fsm.dropped,
+            skipped=fsm.skipped,
+            corrupt_blocks=self.corrupt_blocks,
+            pieces_written=self.pieces_written,
+            pieces_cleaned=self.pieces_cleaned,
+            watch_reconnects=watcher.reconnects if watcher is not None else 0,
+            watch_resyncs=watcher.resyncs if watcher is not None else 0,
+            keepalive_failures=session.keepalive_failures if session is not None else 0,
+            endpoint_failovers=client.failovers if client is not None else 0,
+            etcd_full=self.etcd_full,
+        )
 
     def leader_id(self) -> str:
         """The leader's node id as last seen (``""`` when unknown). Local, no I/O."""
@@ -363,6 +444,8 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
         (quorum) transaction within ``send_timeout``. Never raises."""
         if not self.is_leader() or self._client is None:
             return False
+        if self.etcd_full and not self._etcd_accepts_writes():
+            return False
         with self._lock:
             key, term = self._my_key, self._term
         try:
@@ -381,6 +464,21 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
         if not result.succeeded:
             self._step_down("has_quorum: election key gone")
         return result.succeeded
+
+    def _etcd_accepts_writes(self) -> bool:
+        """After a write failed with NOSPACE: is the alarm still raised? (A quorum that
+        cannot take a block is no quorum for the caller of ``has_quorum``.)"""
+        client = self._client
+        if client is None:
+            return False
+        try:
+            alarms = client.admin.alarms(Deadline(self._config.send_timeout, self._stopping))
+        except EtcdraftError:
+            return False
+        if any(a.alarm == "NOSPACE" for a in alarms):
+            return False
+        self.etcd_full = False
+        return True
 
     def wait_applied(self, timeout: float) -> bool:
         """Wait until every log entry committed before the call is applied locally.

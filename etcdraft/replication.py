@@ -10,10 +10,11 @@ import tenacity
 
 from etcdraft._deadline import Deadline
 from etcdraft._node_core import NodeCore
-from etcdraft.errors import EtcdUnavailableError
-from etcdraft.etcd import KV, EtcdClient, prefix_end
+from etcdraft.blocks import Manifest, assemble, is_manifest, parse_manifest
+from etcdraft.errors import CorruptDataError, EtcdUnavailableError
+from etcdraft.etcd import KV, CompactedError, EtcdClient, prefix_end
 from etcdraft.fsm import Snapshot, decode_state
-from etcdraft.view import Candidate, Progress, View
+from etcdraft.view import Candidate, Pause, Progress, TermRecord, View
 from etcdraft.watch import WatchEvent
 
 __all__ = ["ReplicationMixin"]
@@ -50,7 +51,7 @@ class ReplicationMixin(NodeCore):
         kvs = list(first.kvs)
         for prefix in (k.members_prefix, k.alive_prefix, k.terms_prefix):
             kvs += client.range(prefix, prefix_end(prefix), deadline, revision=rev).kvs
-        for key in (k.pruned, k.heartbeat):
+        for key in (k.pruned, k.heartbeat, k.paused):
             kvs += client.range(key, None, deadline, revision=rev).kvs
         view = View(revision=rev)
         for kv in kvs:
@@ -79,9 +80,11 @@ class ReplicationMixin(NodeCore):
                         "higher heights: not written by etcdraft"
                     )
                     continue
-                self._fsm.apply_entry(
-                    parsed.number, kv.value, kv.mod_revision, view.term_at(kv.mod_revision)
-                )
+                data = self._resolve(parsed.number, kv.value, kv.mod_revision, deadline)
+                if data is not None:
+                    self._fsm.apply_entry(
+                        parsed.number, data, kv.mod_revision, view.term_at(kv.mod_revision)
+                    )
             if not res.more or not res.kvs:
                 return
             start = res.kvs[-1].key + b"\x00"
@@ -114,8 +117,12 @@ class ReplicationMixin(NodeCore):
         return late
 
     def _restore_from(self, kv: KV, view: View, height: int) -> bool:
+        parsed = self._keys.parse(kv.key)
+        data = self._resolve(parsed.number, kv.value, kv.mod_revision, Deadline(30.0))
+        if data is None:
+            return False
         try:
-            state = decode_state(kv.value)
+            state = decode_state(data)
         except ValueError as exc:
             self._warn_once("restore", "cannot restore from corrupt %r: %s", kv.key, exc)
             return False
@@ -132,6 +139,62 @@ class ReplicationMixin(NodeCore):
             Snapshot(kv.mod_revision, view.term_at(kv.mod_revision), state), notify=True
         )
         return True
+
+    def _resolve(
+        self, height: int, value: bytes, rev: int, deadline: Deadline | None
+    ) -> bytes | None:
+        """The state's bytes stored at ``log/<height>``: the value itself, or, for a
+        large block's manifest, its pieces assembled and checked against the digest
+        (from the pieces the watch delivered, else read back from etcd). None when
+        they are corrupt or missing: logged, counted, the entry skipped."""
+        if not is_manifest(value):
+            return value
+        try:
+            manifest = parse_manifest(value)
+            if manifest.height != height:
+                raise CorruptDataError(
+                    f"log/{height} holds the manifest of height {manifest.height}"
+                )
+            pieces = self._pieces.take(manifest)
+            if pieces is None:
+                pieces = self._read_pieces(manifest, rev, deadline)
+            try:
+                return assemble(manifest, pieces)
+            except CorruptDataError:
+                # what the watch delivered may have been superseded: read it once more
+                return assemble(manifest, self._read_pieces(manifest, rev, deadline))
+        except CorruptDataError as exc:
+            self.corrupt_blocks += 1
+            self._fsm.skip_entry(rev, f"log/{height} at revision {rev}: {exc}")
+            return None
+
+    def _read_pieces(self, manifest: Manifest, rev: int, deadline: Deadline | None) -> list[bytes]:
+        """The pieces of ``manifest`` as etcd holds them at revision ``rev`` (when
+        the manifest was committed; pieces are never changed after that)."""
+        client = self._client
+        if client is None:
+            raise CorruptDataError("no etcd client to read the pieces with")
+        prefix = self._keys.pieces(manifest.height, manifest.nonce)
+        d = deadline or Deadline(max(self._config.send_timeout * 4, 5.0), self._stopping)
+        pieces: list[bytes] = []
+        start = prefix
+        end = prefix_end(prefix)
+        try:
+            while True:
+                res = client.range(start, end, d, revision=rev, limit=8)
+                for kv in res.kvs:
+                    parsed = self._keys.parse(kv.key)
+                    if parsed.kind != "piece" or parsed.index != len(pieces):
+                        raise CorruptDataError(
+                            f"height {manifest.height}: unexpected piece key {kv.key!r}"
+                        )
+                    pieces.append(kv.value)
+                if not res.more or not res.kvs:
+                    return pieces
+                start = res.kvs[-1].key + b"\x00"
+        except CompactedError:
+            # compacted past the commit revision: the pieces are still there, unchanged
+            return self._read_pieces(manifest, 0, deadline)
 
     def _on_compacted(self, compact_revision: int) -> int:
         """Heal after the watch's next revision was compacted: re-read the namespace
@@ -161,10 +224,12 @@ class ReplicationMixin(NodeCore):
             view.members[parsed.name] = kv.value.decode(errors="replace")
         elif kind == "alive":
             view.alive[parsed.name] = Progress.parse(kv.value)
-        elif kind == "term":
-            view.add_term(kv.create_revision, parsed.number, kv.value.decode(errors="replace"))
+        elif kind == "term":  # the node id, or the proposed JSON form (TermRecord)
+            view.add_term(kv.create_revision, parsed.number, TermRecord.parse(kv.value).node_id)
         elif kind == "heartbeat":
             view.heartbeat_rev = kv.mod_revision
+        elif kind == "paused":  # maintenance mode: see ElectionMixin._control_step
+            view.pause = Pause.parse(kv.value, kv.mod_revision)
         elif kind == "pruned":
             try:
                 view.pruned = max(view.pruned, int(kv.value))
@@ -196,6 +261,13 @@ class ReplicationMixin(NodeCore):
                     if not ev.deleted:
                         entries.append((parsed.number, kv.value, kv.mod_revision))
                     continue
+                if parsed.kind == "piece":
+                    # buffer others' pieces; the leader's own (nonce "<its term>-...")
+                    # need not come back to it
+                    own = self._term and parsed.name.startswith(f"{self._term:x}-")
+                    if not ev.deleted and not own and parsed.number > self._fsm.height:
+                        self._pieces.add(parsed.number, parsed.name, parsed.index, kv.value)
+                    continue
                 view_changed = True
                 if parsed.kind not in ("heartbeat", "alive"):
                     wake = True
@@ -209,12 +281,20 @@ class ReplicationMixin(NodeCore):
                     view.alive.pop(parsed.name, None)
                 elif parsed.kind == "term":
                     view.remove_term(parsed.number)
+                elif parsed.kind == "paused":  # etcdraft resume
+                    view.pause = None
             terms = [view.term_at(rev) for _, _, rev in entries]
         # Apply outside the node's lock (the apply queue is user code), and before
         # leadership is derived from this batch: a term record delivered here must
         # not make this node leader until every earlier entry is applied.
         for (height, value, rev), term in zip(entries, terms, strict=True):
-            self._fsm.apply_entry(height, value, rev, term)
+            if rev <= self._fsm.index:
+                continue  # already applied (the leader's own write, or a redelivery)
+            data = self._resolve(height, value, rev, None)
+            if data is not None:
+                self._fsm.apply_entry(height, data, rev, term)
+        if entries:
+            self._pieces.drop_upto(self._fsm.height)  # applied or superseded attempts
         with self._cond:
             view.revision = top
             if not view_changed:

@@ -80,10 +80,17 @@ class Recorder:
             self._files.clear()
 
 
-def make_block(node_id: str, height: int, prev_ts: int) -> RaftBlockState:
+def make_block(node_id: str, height: int, prev_ts: int, payload: int = 0) -> RaftBlockState:
+    """The next toy block; ``payload`` random bytes in ``data`` (a block's transactions)."""
     ts = max(prev_ts + 1, time.time_ns())
     digest = hashlib.sha256(f"{node_id}:{height}:{ts}".encode()).digest()
-    return RaftBlockState(height=height, timestamp=ts, hash=digest, header=digest[:8])
+    return RaftBlockState(
+        height=height,
+        timestamp=ts,
+        hash=digest,
+        header=digest[:8],
+        data=os.urandom(payload) if payload else b"",
+    )
 
 
 class ToyProducer:
@@ -91,10 +98,17 @@ class ToyProducer:
     ambiguous failure it retries the *same* block, so a retry never signs a second
     block at that height."""
 
-    def __init__(self, node: Node, interval: float, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        node: Node,
+        interval: float,
+        recorder: Recorder,
+        payload_sizes: tuple[int, ...] = (),
+    ) -> None:
         self.node = node
         self.interval = interval
         self.recorder = recorder
+        self.payload_sizes = payload_sizes
         self.produced = 0
 
     def run(self, stop: threading.Event) -> None:
@@ -103,7 +117,9 @@ class ToyProducer:
             started = time.monotonic()
             if pending is None:
                 head = self.node.get_state()
-                pending = make_block(self.node.node_id, head.height + 1, head.timestamp)
+                sizes = self.payload_sizes
+                payload = sizes[(head.height + 1) % len(sizes)] if sizes else 0
+                pending = make_block(self.node.node_id, head.height + 1, head.timestamp, payload)
             try:
                 self.node.broadcast(pending)
             except (NotLeaderError, LeadershipLostError):
@@ -161,6 +177,7 @@ def run_node(
     record_dir: str | None,
     stop: threading.Event,
     metrics_port: int | None = None,
+    payload_sizes: tuple[int, ...] = (),
 ) -> int:
     """Run a toy node until ``stop`` is set; returns a process exit code. With
     ``metrics_port``, serves Prometheus metrics on 127.0.0.1:<port>/metrics."""
@@ -193,7 +210,9 @@ def run_node(
                 stop.wait(0.5)
         while not stop.is_set():
             dle = DynamicLeaderElection(
-                lambda: _LoggedRole("leader", ToyProducer(node, block_interval, rec), rec, node),
+                lambda: _LoggedRole(
+                    "leader", ToyProducer(node, block_interval, rec, payload_sizes), rec, node
+                ),
                 lambda: _LoggedRole("follower", ToyFollower(node, block_interval, rec), rec, node),
                 node,
             )
@@ -264,6 +283,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT"
     )
+    parser.add_argument(
+        "--payload-bytes",
+        default="",
+        help="comma-separated sizes of each block's data, used in turn by height "
+        "(e.g. 0,0,2000000 for a 2 MB block every third height; default: none)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.WARNING),
@@ -273,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fields = {
         k: v
         for k, v in vars(args).items()
-        if v is not None and k not in ("block_interval", "record_dir", "log_level", "metrics_port")
+        if v is not None
+        and k not in ("block_interval", "record_dir", "log_level", "metrics_port", "payload_bytes")
     }
     try:
         config = Config(**fields)
@@ -288,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record_dir=args.record_dir,
         stop=stop,
         metrics_port=args.metrics_port,
+        payload_sizes=tuple(int(x) for x in args.payload_bytes.split(",") if x.strip()),
     )
 
 

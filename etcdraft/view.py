@@ -7,7 +7,7 @@ import bisect
 import json
 from dataclasses import dataclass, field
 
-__all__ = ["Candidate", "Progress", "View"]
+__all__ = ["Candidate", "Pause", "Progress", "TermRecord", "View"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,61 @@ class Progress:
         return json.dumps({"index": self.index, "height": self.height}).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """``<ns>/paused`` (``etcdraft pause``): maintenance mode. While it exists no node
+    claims a term or deposes a leader, except the claim of the candidate a handover
+    named: ``handover`` is the create revision of its election key (0: none). Any
+    value counts as paused; the JSON fields are informational."""
+
+    mod_revision: int
+    raw: bytes
+    handover: int = 0
+
+    @classmethod
+    def parse(cls, raw: bytes, mod_revision: int) -> Pause:
+        try:
+            data = json.loads(raw)
+            handover = int(data.get("handover") or 0) if isinstance(data, dict) else 0
+        except (ValueError, TypeError, AttributeError):
+            handover = 0
+        return cls(mod_revision, raw, handover)
+
+    def with_handover(self, create_revision: int) -> bytes:
+        """The value naming ``create_revision`` as the candidate allowed to claim."""
+        try:
+            data = json.loads(self.raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            data = {"note": self.raw.decode(errors="replace")}
+        data["handover"] = create_revision
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class TermRecord:
+    """The value of ``<ns>/terms/<term>``: the node id (as etcdraft writes it today),
+    or a JSON object ``{"node": <id>, "cause": <how the term began>, ...}`` (a proposed
+    extension; see docs/key-layout.md). The object has at least two members, so it
+    holds a ``,``, which no node id may contain: the two forms cannot be confused."""
+
+    node_id: str
+    cause: str = ""  # "" when the record does not say
+
+    @classmethod
+    def parse(cls, raw: bytes) -> TermRecord:
+        if raw[:1] == b"{":
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and len(data) > 1 and isinstance(data.get("node"), str):
+                cause = data.get("cause")
+                return cls(data["node"], cause if isinstance(cause, str) else "")
+        return cls(raw.decode(errors="replace"))
+
+
 @dataclass
 class View:
     """Not thread-safe by itself: the node guards it with its lock."""
@@ -48,6 +103,7 @@ class View:
     term_nodes: list[str] = field(default_factory=list)
     pruned: int = 0
     heartbeat_rev: int = 0  # mod revision of <ns>/heartbeat
+    pause: Pause | None = None  # <ns>/paused: maintenance mode while not None
     revision: int = 0
 
     def leader(self) -> Candidate | None:

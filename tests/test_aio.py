@@ -540,7 +540,8 @@ async def test_broadcast_height_conflict_and_invalid_state(harness: Harness) -> 
     with pytest.raises(InvalidStateError):
         await leader.broadcast(block(4, timestamp=30))  # not above height 3's timestamp
     with pytest.raises(InvalidStateError):
-        await leader.broadcast(block(4, data=b"x" * (1600 * 1024)))  # over etcd's limit
+        too_big = leader.config.max_block_bytes + 1
+        await leader.broadcast(block(4, data=b"x" * too_big))  # over max_block_bytes
     assert harness.log() == before, "a rejected broadcast wrote to etcd"
     await leader.broadcast(block(4))
     assert leader.get_state() == block(4)
@@ -556,8 +557,10 @@ async def test_cancelling_broadcast_returns_at_once_and_retry_is_safe(
     cluster = etcd_cluster_factory(size=1)
     h = Harness(list(cluster.endpoints), namespace, tmp_path)
     try:
-        # a lease far longer than the freeze, so leadership survives it
-        (leader,) = await h.cluster(1, election_timeout="5s")
+        # a lease far longer than the freeze, and no fast takeover (whose belief ends
+        # heartbeat_timeout after the last acknowledged heartbeat), so leadership
+        # survives the freeze
+        (leader,) = await h.cluster(1, election_timeout="5s", fast_takeover=False)
         await one_leader([leader])
         q: asyncio.Queue[RaftApplyMsg] = asyncio.Queue()
         leader.set_apply_callback(q)

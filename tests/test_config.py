@@ -108,6 +108,9 @@ FIELD_CASES: list[tuple[str, Any, str, Any]] = [
     ("trailing_logs", 20, "20", 20),
     ("fast_takeover", False, "false", False),
     ("dial_timeout", "750ms", "750ms", 0.75),
+    ("trailing_bytes", "64MiB", "64MiB", 64 * 1024**2),
+    ("max_block_bytes", 5_000_000, "5MB", 5_000_000),
+    ("etcd_max_request_bytes", "256KiB", "262144", 262144),
     ("keepalive_time", "20s", "20s", 20.0),
     ("keepalive_timeout", "3s", "3s", 3.0),
     (

@@ -913,20 +913,30 @@ def test_broadcast_rejects_non_increasing_timestamp(harness: Harness) -> None:
     assert leader.get_state().height == 2
 
 
-def test_broadcast_rejects_state_over_etcd_request_limit(harness: Harness) -> None:
-    nodes = harness.cluster(2)
+def test_broadcast_rejects_state_over_max_block_bytes(harness: Harness) -> None:
+    """Over ``max_block_bytes`` is refused before anything is written; exactly the
+    maximum replicates (here 2 MiB: above one etcd request, so as pieces)."""
+    nodes = harness.cluster(2, max_block_bytes=2 * 1024 * 1024)
     leader = one_leader(nodes)
     (follower,) = followers_of(leader, nodes)
     log_before = logged(harness)
-    with pytest.raises(InvalidStateError):
-        leader.broadcast(block(1, data=b"x" * (1600 * 1024)))
-    assert logged(harness) == log_before
-    # the boundary: the largest state the library accepts must really fit in etcd,
-    # one byte more is refused before anything is sent
-    fits, too_big = sized(1, MAX_ENTRY_BYTES), sized(1, MAX_ENTRY_BYTES + 1)
-    with pytest.raises(InvalidStateError):
+    fits, too_big = sized(1, 2 * 1024 * 1024), sized(1, 2 * 1024 * 1024 + 1)
+    with pytest.raises(InvalidStateError, match="max_block_bytes"):
         leader.broadcast(too_big)
-    assert harness.raw.get(harness.keys.log(1)) is None
+    assert logged(harness) == log_before
+    assert written(harness, harness.keys.blocks_prefix) == []
+    leader.broadcast(fits, timeout=10.0)
+    wait_height(follower, 1, timeout=10)
+    assert follower.get_state() == fits
+
+
+def test_state_of_one_etcd_request_is_stored_as_its_exact_bytes(harness: Harness) -> None:
+    """Wire compatibility: the largest state written in one request is stored under
+    log/<height> as its protobuf bytes, exactly as ev-node's Go type reads them."""
+    nodes = harness.cluster(2)
+    leader = one_leader(nodes)
+    (follower,) = followers_of(leader, nodes)
+    fits = sized(1, MAX_ENTRY_BYTES)
     leader.broadcast(fits, timeout=5.0)
     kv = harness.raw.get(harness.keys.log(1))
     assert kv is not None and kv["value"] == fits.SerializeToString()

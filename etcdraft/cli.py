@@ -3,13 +3,21 @@
 Subcommands (``etcdraft <command> --help`` for each; docs/cli.md has examples):
 
 * ``demo``: a live failover demo on a local 3-member etcd (started for you).
-* ``status``: leader, term, height, members with liveness, applied height and lag.
+* ``status``: leader, term, height, members with liveness, applied height and lag,
+  the maintenance mode, and etcd's side (each endpoint's health, alarms).
+* ``history``: the terms etcd records: when, which node, how, how long.
 * ``watch``: stream the replicated blocks, one line per entry.
 * ``members list|add|remove``: the membership (who may lead).
 * ``resign``: force the current leader to step down and report its successor.
+* ``pause`` / ``resume``: maintenance mode: no failover while paused.
+* ``config``: the effective configuration (from ``ETCDRAFT_*``), secrets masked.
 * ``etcd``: run a local development etcd in the foreground.
 * ``node``: run one toy sequencer node (config from ``ETCDRAFT_*``; used by
   ``compose.yaml``).
+
+Every command that prints takes ``-o json|table`` (``--json`` is ``-o json``).
+``resign`` and ``members remove`` ask for confirmation when stdin is a terminal,
+unless ``--force``.
 
 Connection options (``--endpoints``, ``--namespace``, ``--tls-ca-file``,
 ``--tls-cert-file``, ``--tls-key-file``, ``--username``, ``--password``) fall back to
@@ -219,6 +227,59 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
+def _add_output(p: argparse.ArgumentParser, table: str = "a table") -> None:
+    """``-o json|table`` and its alias ``--json``."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help=f"table: {table} (default); json: JSON",
+    )
+    g.add_argument(
+        "--json", dest="output", action="store_const", const="json", help="same as -o json"
+    )
+
+
+def _as_json(args: argparse.Namespace) -> bool:
+    return getattr(args, "output", "table") == "json"
+
+
+def _add_force(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        help="do not ask for confirmation (it is only asked when stdin is a terminal)",
+    )
+
+
+def _confirm(args: argparse.Namespace, question: str) -> None:
+    """Ask ``question`` on a terminal unless --force; raise CommandError unless yes.
+    Without a terminal on stdin (scripts, pipes, CI) nothing is asked."""
+    if args.force or not sys.stdin.isatty():
+        return
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    try:
+        answer = sys.stdin.readline()
+    except (OSError, ValueError):
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CommandError("not confirmed: nothing changed (--force skips the question)")
+
+
+def _size(n: int) -> str:
+    if n <= 0:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
 # ---------------------------------------------------------------------------- commands
 
 
@@ -247,16 +308,28 @@ def _cmd_etcd(args: argparse.Namespace) -> int:
     except EmbeddedEtcdError as exc:
         raise CommandError(_one_line(str(exc))) from exc
     try:
-        print("ETCDRAFT_ENDPOINTS=" + ",".join(cluster.endpoints), flush=True)
+        if _as_json(args):
+            _print_json({"endpoints": list(cluster.endpoints)})
+        else:
+            print("ETCDRAFT_ENDPOINTS=" + ",".join(cluster.endpoints), flush=True)
         stop.wait()
     finally:
         cluster.close()
     return 0
 
 
-def _status_text(st: Any) -> str:
+def _pause_text(p: Any) -> str:
+    who = f" by {p.by}" if p.by else ""
+    since = f" since {p.at}" if p.at else f" since revision {p.revision}"
+    why = f" ({p.reason})" if p.reason else ""
+    return f"yes{since}{who}{why}: no failover until `etcdraft resume`"
+
+
+def _status_text(st: Any, etcd: Any) -> str:
     if st.leader:
         leader = st.leader
+    elif st.next_in_line and st.paused is not None:
+        leader = f"none (paused: {st.next_in_line} is first in line but does not claim)"
     elif st.next_in_line:
         leader = f"none (election in progress: {st.next_in_line} is next)"
     else:
@@ -266,8 +339,10 @@ def _status_text(st: Any) -> str:
         f"leader     {leader}",
         f"term       {st.term}" + (f" ({st.term_holder})" if st.term_holder else ""),
         f"height     {st.height}" + (f"  (pruned up to {st.pruned})" if st.pruned else ""),
-        "",
     ]
+    if st.paused is not None:
+        lines.append(f"paused     {_pause_text(st.paused)}")
+    lines.append("")
     rows = [["NODE", "ADDRESS", "ROLE", "LIVE", "APPLIED", "LAG"]]
     for m in st.members:
         if m.leader:
@@ -292,30 +367,199 @@ def _status_text(st: Any) -> str:
         lines.append("no members and no live nodes under this namespace")
     else:
         lines.append(_table(rows))
+    if etcd is not None:
+        lines.append("")
+        lines.append(_etcd_text(etcd))
     return "\n".join(lines)
 
 
+def _etcd_text(etcd: Any) -> str:
+    rows = [
+        ["ETCD ENDPOINT", "MEMBER", "VERSION", "RAFT LEADER", "TERM", "DB SIZE", "IN USE", "QUOTA"]
+    ]
+    notes: list[str] = []
+    for ep in etcd.endpoints:
+        if not ep.reachable:
+            rows.append([ep.endpoint, "-", "unreachable", "-", "-", "-", "-", "-"])
+            notes.append(f"{ep.endpoint}: {ep.error}")
+            continue
+        name = (ep.name or ep.member_id) + (" (learner)" if ep.is_learner else "")
+        leader = (ep.leader or "none") + (" (itself)" if ep.is_leader else "")
+        rows.append(
+            [
+                ep.endpoint,
+                name,
+                ep.version,
+                leader,
+                str(ep.raft_term),
+                _size(ep.db_size),
+                _size(ep.db_size_in_use),
+                _size(ep.db_size_quota),
+            ]
+        )
+        notes += [f"{ep.name or ep.endpoint}: {err}" for err in ep.errors]
+    text = _table(rows)
+    if etcd.alarms_error:
+        alarms = f"unknown ({etcd.alarms_error})"
+    elif etcd.alarms:
+        alarms = ", ".join(f"{a['alarm']} on {a['member'] or a['member_id']}" for a in etcd.alarms)
+    else:
+        alarms = "none"
+    text += f"\netcd alarms  {alarms}"
+    for note in notes:
+        text += f"\n  {note}"
+    return text
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
-    from etcdraft.status import read_status
+    from etcdraft.status import read_etcd, read_status
 
     client, keys = _connect(args)
     try:
         st = read_status(client, keys, timeout=args.timeout)
+        etcd = None if args.no_etcd else read_etcd(client, timeout=args.timeout)
     finally:
         client.close()
-    if args.json:
-        _print_json(st.to_dict())
+    if _as_json(args):
+        out = st.to_dict()
+        out["etcd"] = etcd.to_dict() if etcd is not None else None
+        _print_json(out)
     else:
-        print(_status_text(st), flush=True)
+        print(_status_text(st, etcd), flush=True)
     if args.check:
         problems = []
         if not st.leader:
-            problems.append("no leader")
+            problems.append("no leader" + (" (paused)" if st.paused is not None else ""))
         down = [m.node_id for m in st.members if m.member and not m.alive]
         if down:
             problems.append("down: " + ", ".join(down))
+        if etcd is not None:
+            problems += etcd.problems()
         if problems:
             raise CommandError("unhealthy: " + "; ".join(problems))
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from etcdraft.history import read_history
+
+    client, keys = _connect(args)
+    try:
+        hist = read_history(client, keys, timeout=args.timeout, blocks=not args.no_blocks)
+    finally:
+        client.close()
+    terms = hist.terms[-args.last :] if args.last else hist.terms
+    if _as_json(args):
+        out = hist.to_dict()
+        out["terms"] = [t.to_dict() for t in terms]
+        _print_json(out)
+        return 0
+    print(f"namespace  {hist.namespace}  (etcd revision {hist.revision})", flush=True)
+    if not terms:
+        print("no term records under this namespace (no node has led yet)", flush=True)
+        return 0
+    rows = [["TERM", "LEADER", "BEGAN AT REV", "HOW", "LASTED (REVS)", "BLOCKS", "HEIGHTS"]]
+    for t in terms:
+        heights = "-" if t.first_height is None else f"{t.first_height}-{t.last_height}"
+        rows.append(
+            [
+                str(t.term),
+                t.node_id,
+                str(t.revision),
+                t.cause,
+                f"{t.revisions} (current)" if t.current else str(t.revisions),
+                "-" if args.no_blocks else str(t.blocks),
+                "-" if args.no_blocks else heights,
+            ]
+        )
+    print(_table(rows), flush=True)
+    if any(t.cause == "unknown" for t in terms):
+        print(
+            "HOW unknown: the term record does not say how the term began, and etcd does "
+            "not keep it (see docs/operations.md#history)",
+            file=sys.stderr,
+        )
+    if hist.pruned:
+        print(f"older terms were pruned with the log (up to height {hist.pruned})", file=sys.stderr)
+    return 0
+
+
+def _cmd_pause(args: argparse.Namespace) -> int:
+    from etcdraft.status import pause, read_status
+
+    client, keys = _connect(args)
+    try:
+        changed, p = pause(client, keys, reason=args.reason or "", timeout=args.timeout)
+        st = read_status(client, keys, timeout=args.timeout)
+    finally:
+        client.close()
+    if _as_json(args):
+        from dataclasses import asdict
+
+        _print_json({"changed": changed, "paused": asdict(p), "leader": st.leader})
+        return 0
+    if changed:
+        leader = f"{st.leader} keeps leading" if st.leader else "there is no leader now"
+        print(
+            f"paused {keys.namespace}: {leader}; no node claims a term or deposes a leader "
+            "until `etcdraft resume` (a handover still works)",
+            flush=True,
+        )
+    else:
+        print(f"already paused: {_pause_text(p)}", flush=True)
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from etcdraft.status import resume
+
+    client, keys = _connect(args)
+    try:
+        lifted = resume(client, keys, timeout=args.timeout)
+    finally:
+        client.close()
+    if _as_json(args):
+        from dataclasses import asdict
+
+        _print_json({"changed": lifted is not None, "was": asdict(lifted) if lifted else None})
+        return 0
+    if lifted is None:
+        print(f"{keys.namespace} is not paused: nothing to do", flush=True)
+    else:
+        print(f"resumed {keys.namespace}: failover is automatic again", flush=True)
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from etcdraft.config import Config
+
+    overrides = _conn_fields(args)
+    if args.node_id is not None:
+        overrides["node_id"] = args.node_id
+    config = Config(**overrides)
+    described = config.describe()
+    if _as_json(args):
+        _print_json(described)
+        return 0
+    rows = [["FIELD", "VALUE", "FROM"]]
+    for name, value in described.items():
+        env = Config.env_var(name)
+        if name in overrides:
+            source = "--" + name.replace("_", "-")
+        elif os.environ.get(env):
+            source = env
+        else:
+            source = "default"
+        if isinstance(value, list):
+            shown = ",".join(str(v) for v in value)
+        elif value is None:
+            shown = "-"
+        elif isinstance(value, bool):
+            shown = "true" if value else "false"
+        else:
+            shown = str(value)
+        rows.append([name, shown or '""', source])
+    print(_table(rows), flush=True)
     return 0
 
 
@@ -326,6 +570,9 @@ def _cmd_members(args: argparse.Namespace) -> int:
     try:
         if args.action == "add":
             changed = add_member(client, keys, args.node_id, args.address, timeout=args.timeout)
+            if _as_json(args):
+                _print_json({"id": args.node_id, "address": args.address, "changed": changed})
+                return 0
             print(
                 f"member {args.node_id} {'added at' if changed else 'already at'} {args.address}",
                 flush=True,
@@ -333,11 +580,30 @@ def _cmd_members(args: argparse.Namespace) -> int:
             return 0
         if args.action == "remove":
             st = read_status(client, keys, timeout=args.timeout)
+            target = st.member(args.node_id)
+            if target is not None and target.member:
+                role = " (the leader: it steps down at once)" if target.leader else ""
+                paused = (
+                    "; the cluster is paused: no other node will claim until `etcdraft resume`"
+                    if target.leader and st.paused is not None
+                    else ""
+                )
+                _confirm(args, f"remove member {args.node_id}{role}{paused}?")
             changed = remove_member(client, keys, args.node_id, timeout=args.timeout)
+            left = [m.node_id for m in st.members if m.member and m.node_id != args.node_id]
+            if _as_json(args):
+                _print_json(
+                    {
+                        "id": args.node_id,
+                        "changed": changed,
+                        "was_leader": changed and st.leader == args.node_id,
+                        "members_left": len(left),
+                    }
+                )
+                return 0
             if not changed:
                 print(f"{args.node_id} is not a member: nothing to do", flush=True)
                 return 0
-            left = [m.node_id for m in st.members if m.member and m.node_id != args.node_id]
             note = " (it was the leader: it stepped down)" if st.leader == args.node_id else ""
             print(f"member {args.node_id} removed{note}; {len(left)} left", flush=True)
             if not left:
@@ -351,7 +617,7 @@ def _cmd_members(args: argparse.Namespace) -> int:
     finally:
         client.close()
     members = [m for m in st.members if m.member]
-    if args.json:
+    if _as_json(args):
         _print_json(
             [
                 {
@@ -378,14 +644,19 @@ def _cmd_members(args: argparse.Namespace) -> int:
 
 
 def _cmd_resign(args: argparse.Namespace) -> int:
-    from etcdraft.status import force_resign
+    from etcdraft.status import force_resign, read_status
 
     client, keys = _connect(args)
     try:
+        if not args.force and sys.stdin.isatty():
+            st = read_status(client, keys, timeout=args.timeout)
+            if st.leader:  # else force_resign explains that there is none
+                to = args.to or "the most up-to-date live member"
+                _confirm(args, f"force {st.leader} (leader, term {st.term}) to hand over to {to}?")
         res = force_resign(client, keys, to=args.to, timeout=args.timeout)
     finally:
         client.close()
-    if args.json:
+    if _as_json(args):
         _print_json(
             {
                 "old_leader": res.old_leader,
@@ -414,7 +685,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     printed = 0
     try:
         follower.start(from_height=args.from_height)
-        if not args.json:
+        if not _as_json(args):
             print(
                 f"watching {keys.namespace} on {', '.join(args._endpoints)} (Ctrl-C to stop)",
                 file=sys.stderr,
@@ -434,7 +705,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
                         log.warning("watch: etcd not reachable; retrying")
                         warned = True
                 continue
-            if args.json:
+            if _as_json(args):
                 _print_json(entry.to_dict())
             else:
                 ts = entry.state.timestamp
@@ -465,6 +736,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from etcdraft import demo
 
     args._endpoints = (args.endpoints or "").split(",") if args.endpoints else []
+    if args.output == "json":
+        args.json = True
     return demo.run(args)
 
 
@@ -514,18 +787,85 @@ def build_parser() -> argparse.ArgumentParser:
         demo.DESCRIPTION,
     )
     demo.add_arguments(p_demo)
+    p_demo.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="json: same as --json (the summary as JSON on the last line)",
+    )
     _add_conn_args(p_demo, timeout=False, demo=True)
     p_demo.set_defaults(func=_cmd_demo, default_level="WARNING")
 
-    p_status = add("status", "leader, term, height and every member's liveness and lag")
-    p_status.add_argument("--json", action="store_true", help="one JSON object")
+    p_status = add(
+        "status",
+        "leader, term, height, members' liveness and lag, pause, etcd's health",
+        "Leader, term, height, every member's liveness, applied height and lag, the "
+        "maintenance mode, and etcd's side: each endpoint's version, raft leader and term, "
+        "database size, space in use and quota, and the cluster's alarms (NOSPACE...).",
+    )
+    _add_output(p_status, "the cluster, its nodes and etcd's endpoints")
     p_status.add_argument(
         "--check",
         action="store_true",
-        help="exit 1 unless there is a leader and every member is alive",
+        help="exit 1 (after printing) unless there is a leader, every member is alive, "
+        "every etcd endpoint answers and etcd has no alarm (such as NOSPACE)",
+    )
+    p_status.add_argument(
+        "--no-etcd", action="store_true", help="skip etcd's side (the endpoints and alarms)"
     )
     _add_conn_args(p_status)
     p_status.set_defaults(func=_cmd_status)
+
+    p_history = add(
+        "history",
+        "the terms, newest last: when, which node, how it began, how long it lasted",
+        "The terms etcd still records (<ns>/terms/<term>), newest last: the revision the "
+        "term began at (etcd keeps no wall-clock time), its leader, how it began (first, "
+        "or unknown: today's term records do not say, see docs/operations.md#history), "
+        "how long it lasted in revisions and the log entries written in it that etcd "
+        "still holds. Pruning the log prunes old records too.",
+    )
+    _add_output(p_history)
+    p_history.add_argument("--last", type=_positive_int, metavar="N", help="only the last N terms")
+    p_history.add_argument(
+        "--no-blocks",
+        action="store_true",
+        help="do not count each term's blocks (skips a keys-only read of the whole log)",
+    )
+    _add_conn_args(p_history)
+    p_history.set_defaults(func=_cmd_history)
+
+    p_pause = add(
+        "pause",
+        "maintenance mode: no failover until `etcdraft resume`",
+        "Pause automatic failover (like Patroni's pause): writes <ns>/paused in a "
+        "transaction. While it exists no node claims a term or deposes a leader: the "
+        "leader keeps leading, a handover (`etcdraft resign`, Node.resign_leader, a "
+        "leader's graceful stop) still works, and a leader that dies or loses its "
+        "session is not replaced until `etcdraft resume`. Every node and tool sees it.",
+    )
+    p_pause.add_argument("--reason", metavar="TEXT", help="recorded with the pause")
+    _add_output(p_pause, "one line")
+    _add_conn_args(p_pause)
+    p_pause.set_defaults(func=_cmd_pause)
+
+    p_resume = add("resume", "leave maintenance mode: failover is automatic again")
+    _add_output(p_resume, "one line")
+    _add_conn_args(p_resume)
+    p_resume.set_defaults(func=_cmd_resume)
+
+    p_config = add(
+        "config",
+        "the effective configuration, secrets masked",
+        "Print the configuration a node started here would use: the ETCDRAFT_* "
+        "environment variables, the options below, and the defaults, validated exactly "
+        "like Config() (an invalid value exits 2 naming the field). Passwords are masked.",
+    )
+    p_config.add_argument("--node-id", metavar="ID", help="node id (ETCDRAFT_NODE_ID)")
+    _add_output(p_config, "FIELD, VALUE and where it comes from")
+    _add_conn_args(p_config, timeout=False)
+    p_config.set_defaults(func=_cmd_config)
 
     p_watch = add("watch", "stream the replicated blocks, one line per new entry")
     p_watch.add_argument("--count", type=_positive_int, help="stop after N entries")
@@ -535,7 +875,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="H",
         help="print the entries from height H on first (default: only new ones)",
     )
-    p_watch.add_argument("--json", action="store_true", help="JSON lines")
+    _add_output(p_watch, "one line per entry")
     _add_conn_args(p_watch)
     p_watch.set_defaults(func=_cmd_watch)
 
@@ -543,7 +883,7 @@ def build_parser() -> argparse.ArgumentParser:
     msub = p_members.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     msub.required = True
     p_list = msub.add_parser("list", help="the members with liveness", parents=[common])
-    p_list.add_argument("--json", action="store_true", help="a JSON array")
+    _add_output(p_list)
     _add_conn_args(p_list)
     p_add = msub.add_parser(
         "add",
@@ -552,6 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_add.add_argument("node_id", metavar="ID")
     p_add.add_argument("address", metavar="ADDR")
+    _add_output(p_add, "one line")
     _add_conn_args(p_add)
     p_remove = msub.add_parser(
         "remove",
@@ -559,6 +900,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     p_remove.add_argument("node_id", metavar="ID")
+    _add_force(p_remove)
+    _add_output(p_remove, "one line")
     _add_conn_args(p_remove)
     p_members.set_defaults(func=_cmd_members)
 
@@ -573,13 +916,15 @@ def build_parser() -> argparse.ArgumentParser:
         "leader process (SIGTERM) instead.",
     )
     p_resign.add_argument("--to", metavar="ID", help="the successor (a live member candidate)")
-    p_resign.add_argument("--json", action="store_true", help="one JSON object")
+    _add_force(p_resign)
+    _add_output(p_resign, "one line")
     _add_conn_args(p_resign)
     p_resign.set_defaults(func=_cmd_resign)
 
     p_etcd = add("etcd", "run a local development etcd in the foreground (Ctrl-C stops it)")
     p_etcd.add_argument("--members", type=int, default=1, choices=(1, 3))
     p_etcd.add_argument("--data-dir", default=None, help="keep data here (default: temporary)")
+    _add_output(p_etcd, "ETCDRAFT_ENDPOINTS=...")
     p_etcd.set_defaults(func=_cmd_etcd)
 
     p_node = add("node", "run a toy sequencer node (config from ETCDRAFT_*)")

@@ -455,6 +455,8 @@ class Demo:
                 f"leader {leader}  term {st.term}  height {st.height}  "
                 f"{self._rate():.1f} blocks/s  {fo}"
             )
+            if st.paused is not None:  # `etcdraft pause` on the demo's namespace
+                head += "  PAUSED (no failover)"
         if self.status_error:
             head += f"  [etcd: {self.status_error}]"
         if self.view.mode == "lines":
@@ -469,6 +471,8 @@ class Demo:
             return
         lines = [
             self.title,
+            f"pause: etcdraft pause --endpoints {self.client.endpoints[0]} "
+            f"--namespace {self.namespace}",
             f"{_bar(elapsed / self.seconds)} {elapsed:5.1f}s / {self.seconds:g}s",
             head,
             "",
@@ -527,8 +531,8 @@ class Demo:
 
     def read_log(self) -> tuple[dict[int, str], int]:
         from etcdraft._deadline import Deadline
+        from etcdraft.blocks import summarize
         from etcdraft.etcd import prefix_end
-        from etcdraft.fsm import decode_state
 
         k = self.keys
         deadline = Deadline(5.0 if self.stop.interrupted else 15.0)
@@ -542,7 +546,7 @@ class Demo:
                 parsed = k.parse(kv.key)
                 if parsed.kind == "log":
                     try:
-                        out[parsed.number] = decode_state(kv.value).hash.hex()
+                        out[parsed.number] = summarize(kv.value)[0].hash.hex()
                     except ValueError:
                         out[parsed.number] = "corrupt"
             if not res.more or not res.kvs:

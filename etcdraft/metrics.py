@@ -41,6 +41,8 @@ metric                                        type   meaning
 ``etcdraft_watch_resyncs_total``              ctr    resynchronisations after compaction
 ``etcdraft_etcd_endpoint_failovers_total``    ctr    switches to another etcd endpoint
 ``etcdraft_deposed_total``                    ctr    silent leaders deposed (fast takeover)
+``etcdraft_paused``                           gauge  1 while the cluster is paused
+                                                     (``etcdraft pause``), as the node sees it
 ============================================  =====  ======================================
 
 Broadcast outcomes and latency come from :meth:`NodeMetrics.observe_broadcast`. It is
@@ -273,6 +275,10 @@ class NodeMetrics:
                 "etcd_endpoint_failovers", "Switches to another etcd endpoint."
             ),
             "deposed": c("deposed", "Silent leaders this node deposed (fast takeover)."),
+            "paused": g(
+                "paused",
+                "1 while the cluster is paused (etcdraft pause: no failover), as the node sees it.",
+            ),
             "broadcast_outcomes": CounterMetricFamily(
                 "etcdraft_broadcast_outcomes",
                 "Broadcasts by outcome.",
@@ -320,12 +326,15 @@ class NodeMetrics:
         deposed = getattr(node, "deposed", None)  # nodes with fast takeover
         if deposed is not None:
             yield "deposed", _num(deposed)
+        view = getattr(node, "_view", None)
+        if view is not None:
+            yield "paused", 0.0 if getattr(view, "pause", None) is None else 1.0
 
 
 class ClusterMetrics:
     """A Prometheus collector that reads the cluster's state from etcd when scraped
-    (no Node needed): ``etcdraft_cluster_*`` series for leader, term, height and each
-    node's liveness, applied height and lag."""
+    (no Node needed): ``etcdraft_cluster_*`` series for leader, maintenance mode, term,
+    height and each node's liveness, applied height and lag."""
 
     def __init__(
         self,
@@ -358,6 +367,10 @@ class ClusterMetrics:
             "etcdraft_cluster_has_leader", "1 when a node holds the current term."
         )
         has_leader.add_metric([], 1.0 if st.leader else 0.0)
+        paused = GaugeMetricFamily(
+            "etcdraft_cluster_paused", "1 while the cluster is paused (etcdraft pause)."
+        )
+        paused.add_metric([], 0.0 if st.paused is None else 1.0)
         term = GaugeMetricFamily("etcdraft_cluster_term", "Latest term (etcd revision).")
         term.add_metric([], float(st.term))
         height = GaugeMetricFamily("etcdraft_cluster_height", "Height of the log head in etcd.")
@@ -378,7 +391,7 @@ class ClusterMetrics:
                 applied.add_metric([m.node_id], float(m.applied_height))
             if m.lag is not None:
                 lag.add_metric([m.node_id], float(m.lag))
-        return [ok, has_leader, term, height, leader, member, alive, applied, lag]
+        return [ok, has_leader, paused, term, height, leader, member, alive, applied, lag]
 
 
 @dataclass

@@ -8,6 +8,11 @@ transactions, with the same semantics as the corresponding ``Node`` methods:
   applied height and lag, read at one etcd revision;
 * :func:`add_member` / :func:`remove_member`: ``Node.add_peer`` / ``Node.remove_peer``;
 * :func:`force_resign`: a *forced* step-down of the current leader (see its doc);
+* :func:`pause` / :func:`resume`: maintenance mode (``<ns>/paused``): no term claims and
+  no deposing while it is set, except a handover's named successor;
+* :func:`read_etcd`: etcd's own side: each endpoint's status (version, raft leader and
+  term, database size, quota) and the cluster's alarms (``NOSPACE``...);
+* :func:`read_history` (from :mod:`etcdraft.history`): the terms etcd still records;
 * :class:`LogFollower`: the stream of replicated blocks, from a height or from now.
 
 ::
@@ -21,42 +26,59 @@ transactions, with the same semantics as the corresponding ``Node`` methods:
 from __future__ import annotations
 
 import contextlib
+import getpass
+import json
+import os
 import queue
+import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from etcdraft import membership
 from etcdraft._deadline import Deadline
+from etcdraft.blocks import summarize
 from etcdraft.config import Config
-from etcdraft.errors import ConfigError, EtcdTimeoutError, HandoverError
+from etcdraft.errors import ConfigError, EtcdraftError, EtcdTimeoutError, HandoverError
 from etcdraft.etcd import (
     KV,
     EtcdClient,
     cmp_create,
+    cmp_mod,
     op_delete,
+    op_put,
     prefix_end,
 )
-from etcdraft.fsm import decode_state
+from etcdraft.history import TermInfo, read_history
 from etcdraft.keys import Keys
 from etcdraft.proto import RaftBlockState
-from etcdraft.view import Candidate, Progress, View
+from etcdraft.view import Candidate, Pause, Progress, TermRecord, View
 from etcdraft.watch import Watcher, WatchEvent
 
 __all__ = [
     "ClusterStatus",
+    "EtcdEndpointStatus",
+    "EtcdStatus",
     "LogEntry",
     "LogFollower",
     "MemberStatus",
+    "PauseStatus",
     "ResignResult",
+    "TermInfo",
     "add_member",
     "client_for",
     "connect",
     "force_resign",
     "list_members",
+    "pause",
+    "read_etcd",
+    "read_history",
+    "read_pause",
     "read_status",
     "remove_member",
+    "resume",
 ]
 
 #: Default deadline of one command's etcd requests, in seconds.
@@ -113,7 +135,8 @@ class ClusterStatus:
     ``leader`` is the node that holds the current term (its election key is first in
     line and it wrote the term record); ``""`` while an election is in progress or no
     node campaigns. ``next_in_line`` is the first candidate (it will lead next, or is
-    about to claim). ``term`` is the latest term record (0 before any).
+    about to claim). ``term`` is the latest term record (0 before any). ``paused`` is
+    the maintenance mode (``etcdraft pause``), None when off.
     """
 
     namespace: str
@@ -126,6 +149,7 @@ class ClusterStatus:
     pruned: int
     members: list[MemberStatus] = field(default_factory=list)
     candidates: list[str] = field(default_factory=list)
+    paused: PauseStatus | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,11 +208,13 @@ def _read_view(client: EtcdClient, keys: Keys, deadline: Deadline) -> View:
     for kv in terms.kvs:
         parsed = keys.parse(kv.key)
         if parsed.kind == "term":
-            view.add_term(kv.create_revision, parsed.number, kv.value.decode(errors="replace"))
+            view.add_term(kv.create_revision, parsed.number, TermRecord.parse(kv.value).node_id)
     pruned = client.range(keys.pruned, None, deadline, revision=rev)
     for kv in pruned.kvs:
         with contextlib.suppress(ValueError):
             view.pruned = int(kv.value)
+    for kv in client.range(keys.paused, None, deadline, revision=rev).kvs:
+        view.pause = Pause.parse(kv.value, kv.mod_revision)
     return view
 
 
@@ -257,6 +283,7 @@ def read_status(client: EtcdClient, keys: Keys, timeout: float = DEFAULT_TIMEOUT
         pruned=view.pruned,
         members=members,
         candidates=candidate_ids,
+        paused=PauseStatus.of(view.pause),
     )
 
 
@@ -316,7 +343,7 @@ def _latest_term(client: EtcdClient, keys: Keys, deadline: Deadline) -> tuple[in
     for kv in res.kvs:
         parsed = keys.parse(kv.key)
         if parsed.kind == "term":
-            return parsed.number, kv.value.decode(errors="replace")
+            return parsed.number, TermRecord.parse(kv.value).node_id
     return 0, ""
 
 
@@ -382,17 +409,24 @@ def force_resign(
         for c in view.candidates.values()
         if c.create_revision < target.create_revision and c.key != leader.key
     ]
+    ops = [op_delete(leader.key)] + [op_delete(c.key) for c in ahead]
+    # paused: name the successor, the one candidate allowed to claim (like the
+    # handover of Node.resign_leader); compared, so a pause or resume meanwhile fails
+    pause_ = view.pause
+    if pause_ is not None:
+        ops.append(op_put(keys.paused, pause_.with_handover(target.create_revision)))
     result = client.txn(
         [
             cmp_create(leader.key, "EQUAL", leader.create_revision),
             cmp_create(target.key, "EQUAL", target.create_revision),
+            cmp_mod(keys.paused, "EQUAL", pause_.mod_revision if pause_ is not None else 0),
         ],
-        [op_delete(leader.key)] + [op_delete(c.key) for c in ahead],
+        ops,
         deadline=deadline,
     )
     if not result.succeeded:
         raise HandoverError(
-            "the leadership or the successor changed meanwhile; nothing done; retry"
+            "the leadership, the successor or the pause changed meanwhile; nothing done; retry"
         )
     old_term = leader.create_revision
     while True:
@@ -405,6 +439,236 @@ def force_resign(
                 f"within {timeout:g}s; see `etcdraft status`"
             )
         deadline.sleep(0.02)
+
+
+# ---------------------------------------------------------------------------- pause
+
+
+@dataclass(frozen=True)
+class PauseStatus:
+    """The maintenance mode as ``<ns>/paused`` holds it: who paused (``by``), when
+    (``at``: only from other tools; etcdraft shows ``revision``), why, the handover's
+    successor allowed to claim (``handover``: its election key's create revision, 0: none) and
+    the key's mod ``revision``. A value etcdraft did not write still means paused."""
+
+    by: str
+    at: str
+    reason: str
+    handover: int
+    revision: int
+
+    @classmethod
+    def of(cls, pause: Pause | None) -> PauseStatus | None:
+        if pause is None:
+            return None
+        try:
+            data = json.loads(pause.raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            data = {"reason": pause.raw.decode(errors="replace")}
+
+        def text(name: str) -> str:
+            value = data.get(name)
+            return value if isinstance(value, str) else ""
+
+        return cls(text("by"), text("at"), text("reason"), pause.handover, pause.mod_revision)
+
+
+def _whoami() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def read_pause(
+    client: EtcdClient, keys: Keys, timeout: float = DEFAULT_TIMEOUT
+) -> PauseStatus | None:
+    """The maintenance mode, None when the cluster is not paused."""
+    kv = client.get(keys.paused, Deadline(timeout))
+    return None if kv is None else PauseStatus.of(Pause.parse(kv.value, kv.mod_revision))
+
+
+def pause(
+    client: EtcdClient,
+    keys: Keys,
+    *,
+    reason: str = "",
+    by: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[bool, PauseStatus]:
+    """Put the cluster in maintenance mode: create ``<ns>/paused`` in a transaction
+    compared on its absence. From the revision the nodes' watches deliver it, no node
+    claims a term or deposes a leader: the leader keeps leading, a handover
+    (``Node.resign_leader``, ``stop()``, :func:`force_resign`) still works, and a lost
+    leader is not replaced until :func:`resume`.
+
+    Returns:
+        (True, the pause) when this call paused; (False, the existing pause) when the
+        cluster was already paused (nothing changed).
+    """
+    deadline = Deadline(timeout)
+    value = json.dumps(
+        {
+            "by": by if by is not None else _whoami(),
+            "reason": reason,
+        },
+        separators=(",", ":"),
+    ).encode()
+    while True:
+        result = client.txn(
+            [cmp_create(keys.paused, "EQUAL", 0)], [op_put(keys.paused, value)], deadline=deadline
+        )
+        if result.succeeded:
+            done = PauseStatus.of(Pause.parse(value, result.revision))
+            assert done is not None
+            return True, done
+        current = read_pause(client, keys, deadline.remaining())
+        if current is not None:
+            return False, current
+        if deadline.expired():  # resumed and paused again and again meanwhile
+            raise EtcdTimeoutError("pause: the paused key kept changing; retry")
+
+
+def resume(client: EtcdClient, keys: Keys, timeout: float = DEFAULT_TIMEOUT) -> PauseStatus | None:
+    """Leave maintenance mode: delete ``<ns>/paused`` in a transaction compared on the
+    mod revision read (a handover may rewrite it meanwhile: then read again). The
+    nodes claim and depose again as soon as their watches deliver the deletion.
+
+    Returns:
+        The pause that was lifted, None when the cluster was not paused.
+    """
+    deadline = Deadline(timeout)
+    while True:
+        kv = client.get(keys.paused, deadline)
+        if kv is None:
+            return None
+        result = client.txn(
+            [cmp_mod(keys.paused, "EQUAL", kv.mod_revision)],
+            [op_delete(keys.paused)],
+            deadline=deadline,
+        )
+        if result.succeeded:
+            return PauseStatus.of(Pause.parse(kv.value, kv.mod_revision))
+        if deadline.expired():
+            raise EtcdTimeoutError("resume: the paused key kept changing; retry")
+
+
+# ---------------------------------------------------------------------------- etcd
+
+
+@dataclass(frozen=True)
+class EtcdEndpointStatus:
+    """One configured endpoint as its etcd member reports itself (``Maintenance/
+    Status``). ``reachable`` False: only ``endpoint`` and ``error`` are set. Sizes are
+    in bytes; ``db_size_quota`` is 0 when the member does not report it (etcd < 3.6).
+    ``leader`` is the raft leader this member follows (its name when known)."""
+
+    endpoint: str
+    reachable: bool
+    error: str = ""
+    name: str = ""
+    member_id: str = ""
+    version: str = ""
+    leader: str = ""
+    is_leader: bool = False
+    is_learner: bool = False
+    raft_term: int = 0
+    raft_index: int = 0
+    db_size: int = 0
+    db_size_in_use: int = 0
+    db_size_quota: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EtcdStatus:
+    """etcd's side: every configured endpoint, and the alarms raised in the cluster
+    (``[{"member": name, "member_id": hex, "alarm": "NOSPACE"}]``; ``alarms_error``
+    says why they could not be read, ``""`` when they were)."""
+
+    endpoints: list[EtcdEndpointStatus]
+    alarms: list[dict[str, str]]
+    alarms_error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def problems(self) -> list[str]:
+        """What ``etcdraft status --check`` reports: alarms, unreachable endpoints and
+        the errors members report."""
+        out = [f"etcd alarm {a['alarm']} on {a['member'] or a['member_id']}" for a in self.alarms]
+        if self.alarms_error:
+            out.append(f"etcd alarms unreadable ({self.alarms_error})")
+        for ep in self.endpoints:
+            if not ep.reachable:
+                out.append(f"etcd endpoint {ep.endpoint} unreachable ({ep.error})")
+            elif ep.errors:
+                out.append(f"etcd member {ep.name or ep.endpoint}: {'; '.join(ep.errors)}")
+        return out
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    low = text.lower()
+    if "connection refused" in low:
+        return "connection refused"
+    if "timed out" in low or "deadline" in low or "did not answer" in low:
+        return "no answer in time"
+    return text[:160]
+
+
+def read_etcd(client: EtcdClient, timeout: float = DEFAULT_TIMEOUT) -> EtcdStatus:
+    """etcd's own health, as the operator tools show it: each of the client's
+    endpoints asked directly (in parallel, no failover) and the cluster's alarms and
+    member names through any endpoint. Never raises for an unreachable etcd: that is
+    in the result."""
+    deadline = Deadline(timeout)
+    names: dict[int, str] = {}
+    with contextlib.suppress(EtcdraftError):
+        names = {m.id: m.name for m in client.admin.member_list(deadline)}
+
+    def one(url: str) -> EtcdEndpointStatus:
+        try:
+            st = client.admin.status(url, Deadline(deadline.remaining()))
+        except EtcdraftError as exc:
+            return EtcdEndpointStatus(endpoint=url, reachable=False, error=_short(exc))
+        return EtcdEndpointStatus(
+            endpoint=url,
+            reachable=True,
+            name=names.get(st.member_id, ""),
+            member_id=format(st.member_id, "x"),
+            version=st.version,
+            leader=names.get(st.leader, format(st.leader, "x") if st.leader else ""),
+            is_leader=st.leader != 0 and st.leader == st.member_id,
+            is_learner=st.is_learner,
+            raft_term=st.raft_term,
+            raft_index=st.raft_index,
+            db_size=st.db_size,
+            db_size_in_use=st.db_size_in_use,
+            db_size_quota=st.db_size_quota,
+            errors=list(st.errors),
+        )
+
+    urls = client.endpoints
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(urls)))) as pool:
+        endpoints = list(pool.map(one, urls))
+    alarms: list[dict[str, str]] = []
+    alarms_error = ""
+    try:
+        for a in client.admin.alarms(Deadline(max(deadline.remaining(), 0.001))):
+            alarms.append(
+                {
+                    "member": names.get(a.member_id, ""),
+                    "member_id": format(a.member_id, "x"),
+                    "alarm": a.alarm,
+                }
+            )
+    except EtcdraftError as exc:
+        alarms_error = _short(exc)
+    return EtcdStatus(endpoints, alarms, alarms_error)
 
 
 # ---------------------------------------------------------------------------- watch
@@ -420,6 +684,8 @@ class LogEntry:
     term: int
     leader: str
     state: RaftBlockState
+    #: encoded bytes of the whole state (a large block's ``state`` carries no payload)
+    size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -429,7 +695,7 @@ class LogEntry:
             "leader": self.leader,
             "hash": self.state.hash.hex(),
             "timestamp": self.state.timestamp,
-            "size": self.state.ByteSize(),
+            "size": self.size or self.state.ByteSize(),
         }
 
 
@@ -492,7 +758,7 @@ class LogFollower:
                 parsed = k.parse(kv.key)
                 if parsed.kind == "term":
                     self._view.add_term(
-                        kv.create_revision, parsed.number, kv.value.decode(errors="replace")
+                        kv.create_revision, parsed.number, TermRecord.parse(kv.value).node_id
                     )
         if from_height is not None:
             start = k.log(max(1, from_height))
@@ -529,13 +795,13 @@ class LogFollower:
                         self._view.remove_term(parsed.number)
                     else:
                         self._view.add_term(
-                            kv.create_revision, parsed.number, kv.value.decode(errors="replace")
+                            kv.create_revision, parsed.number, TermRecord.parse(kv.value).node_id
                         )
                 continue
             if parsed.kind != "log" or deleted or parsed.number <= self._last_height:
                 continue
             try:
-                state = decode_state(kv.value)
+                state, size = summarize(kv.value)  # a large block: its manifest, no payload
             except ValueError:
                 continue
             with self._lock:
@@ -543,7 +809,7 @@ class LogFollower:
                 i = self._view.terms.index(term) if term in self._view.terms else -1
                 leader = self._view.term_nodes[i] if i >= 0 else ""
             self._last_height = parsed.number
-            self._queue.put(LogEntry(parsed.number, kv.mod_revision, term, leader, state))
+            self._queue.put(LogEntry(parsed.number, kv.mod_revision, term, leader, state, size))
 
     def _on_events(self, events: list[WatchEvent], top: int) -> None:
         self._emit([(ev.kv, ev.deleted) for ev in events])

@@ -341,8 +341,179 @@ def test_missing_endpoints() -> None:
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert etcdraft("--version").stdout.startswith("etcdraft ")
-    for command in ("demo", "status", "watch", "members", "resign", "etcd", "node"):
+    commands = ("demo", "status", "history", "watch", "members", "resign", "pause", "resume")
+    for command in (*commands, "config", "etcd", "node"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
         assert f"usage: etcdraft {command}" in capsys.readouterr().out, command
+
+
+# ---------------------------------------------------------------------------- etcd's side
+
+
+def test_status_shows_etcds_side(cluster: Cluster) -> None:
+    result = etcdraft("status", "-o", "json", *cluster.conn)
+    assert result.returncode == 0, result.stderr
+    etcd = json.loads(result.stdout)["etcd"]
+    assert etcd["alarms"] == [] and etcd["alarms_error"] == ""
+    (ep,) = etcd["endpoints"]
+    assert ep["endpoint"] == cluster.endpoints[0] and ep["reachable"]
+    assert ep["version"].startswith("3.") and ep["name"] and ep["member_id"]
+    assert ep["leader"] == ep["name"] and ep["is_leader"]  # a 1-member etcd leads itself
+    assert ep["raft_term"] >= 1 and ep["raft_index"] > 0
+    assert 0 < ep["db_size_in_use"] <= ep["db_size"]
+    text = etcdraft("status", *cluster.conn).stdout
+    assert "ETCD ENDPOINT" in text and "RAFT LEADER" in text and "QUOTA" in text
+    assert "etcd alarms  none" in text
+    assert "ETCD ENDPOINT" not in etcdraft("status", "--no-etcd", *cluster.conn).stdout
+
+
+def test_status_check_fails_on_an_unreachable_endpoint(cluster: Cluster) -> None:
+    conn = [
+        "--endpoints",
+        f"{cluster.endpoints[0]},{UNREACHABLE}",
+        "--namespace",
+        cluster.namespace,
+    ]
+    result = etcdraft("status", "--check", "--timeout", "2s", *conn)
+    assert_one_line_error(result, 1, "etcdraft status: unhealthy: etcd endpoint")
+    assert f"{UNREACHABLE} unreachable (connection refused)" in result.stderr
+    assert "unreachable" in result.stdout  # the table still printed, both endpoints
+    assert cluster.endpoints[0] in result.stdout
+
+
+def test_status_check_fails_on_an_etcd_alarm(etcd_cluster_factory: Any, namespace: str) -> None:
+    from etcdraft._deadline import Deadline
+    from etcdraft.etcd import EtcdClient
+    from etcdraft.proto import etcd_rpc_pb2 as pb
+
+    private = etcd_cluster_factory(size=1)
+    conn = ["--endpoints", private.endpoints[0], "--namespace", namespace]
+    client = EtcdClient(private.endpoints, name="test-alarm")
+    try:
+        member = client.admin.status(private.endpoints[0]).member_id
+        # the NOSPACE alarm as etcd raises it when its backend is full
+        client.request(
+            lambda s: s.maintenance.Alarm,
+            pb.AlarmRequest(action=pb.AlarmRequest.ACTIVATE, memberID=member, alarm=pb.NOSPACE),
+            Deadline(5),
+            what="alarm activate",
+            check_floor=False,
+        )
+        result = etcdraft("status", "--check", *conn)
+        assert_one_line_error(result, 1, "etcdraft status: unhealthy: no leader")
+        assert "etcd alarm NOSPACE on " in result.stderr
+        assert "etcd alarms  NOSPACE on " in result.stdout
+        listed = json.loads(etcdraft("status", "--json", *conn).stdout)["etcd"]["alarms"]
+        assert [a["alarm"] for a in listed] == ["NOSPACE"]
+        assert listed[0]["member_id"] == format(member, "x")
+        for alarm in client.admin.alarms():
+            client.admin.alarm_disarm(alarm)
+        cleared = etcdraft("status", "--check", *conn)
+        assert "NOSPACE" not in cleared.stderr and "no leader" in cleared.stderr
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------------------- output, config
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["members", "list"],
+        ["members", "add", "n7", "127.0.0.1:7997"],
+        ["members", "remove", "n8"],
+        ["history"],
+        ["pause"],
+        ["resume"],
+    ],
+    ids=lambda c: "-".join(c),
+)
+def test_every_command_prints_json_with_o_json(cluster: Cluster, command: list[str]) -> None:
+    for flag in (["-o", "json"], ["--json"]):
+        result = etcdraft(*command, *flag, *cluster.conn)
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.splitlines()) == 1
+        json.loads(result.stdout)
+    both = etcdraft(*command, "-o", "table", "--json", *cluster.conn)
+    assert_one_line_error(
+        both,
+        2,
+        f"etcdraft {' '.join(command[:2] if command[0] == 'members' else command[:1])}: "
+        "argument --json",
+    )
+
+
+def test_config_prints_the_effective_configuration_masked() -> None:
+    env = {
+        "ETCDRAFT_NODE_ID": "node-7",
+        "ETCDRAFT_PASSWORD": "hunter2-secret",
+        "ETCDRAFT_USERNAME": "ops",
+        "ETCDRAFT_SEND_TIMEOUT": "750ms",
+    }
+    result = etcdraft("config", "--endpoints", "http://127.0.0.1:2379", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[1:]}
+    assert rows["node_id"] == ["node-7", "ETCDRAFT_NODE_ID"]
+    assert rows["send_timeout"] == ["750ms", "ETCDRAFT_SEND_TIMEOUT"]
+    assert rows["endpoints"] == ["http://127.0.0.1:2379", "--endpoints"]
+    assert rows["password"][1] == "ETCDRAFT_PASSWORD" and rows["password"][0] != "hunter2-secret"
+    assert rows["election_timeout"][1] == "default"
+    as_json = json.loads(etcdraft("config", "-o", "json", env=env).stdout)
+    assert as_json["node_id"] == "node-7" and as_json["password"] not in (None, "hunter2-secret")
+    bad = etcdraft("config", env={**env, "ETCDRAFT_SEND_TIMEOUT": "soon"})
+    assert_one_line_error(bad, 2, "etcdraft config: invalid config field 'send_timeout'")
+
+
+def test_python_dash_m_etcdraft() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "etcdraft", "--version"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0 and result.stdout.startswith("etcdraft "), result.stderr
+
+
+# ---------------------------------------------------------------------------- confirmation
+
+
+def on_a_terminal(*args: str, answer: str) -> subprocess.CompletedProcess[str]:
+    """Run the command with a pseudo-terminal as stdin, answering ``answer``."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        os.write(master, answer.encode() + b"\n")  # the line waits in the terminal
+        base = {k: v for k, v in os.environ.items() if not k.startswith("ETCDRAFT_")}
+        return subprocess.run(
+            [sys.executable, "-m", "etcdraft", *args],
+            stdin=slave,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=base,
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
+def test_resign_and_remove_ask_on_a_terminal(cluster: Cluster) -> None:
+    leader = cluster.leader()
+    assert leader is not None
+    no = on_a_terminal("resign", *cluster.conn, answer="n")
+    assert_one_line_error(no, 1, f"force {leader.node_id} (leader, term ")
+    assert "etcdraft resign: not confirmed: nothing changed" in no.stderr
+    assert cluster.leader() is leader
+    victim = next(n.node_id for n in cluster.nodes if n is not leader)
+    keep = on_a_terminal("members", "remove", victim, *cluster.conn, answer="")
+    assert keep.returncode == 1 and f"remove member {victim}?" in keep.stderr
+    assert victim in cluster.nodes[0].members()
+    yes = on_a_terminal("resign", "-o", "json", *cluster.conn, answer="yes")
+    assert yes.returncode == 0, yes.stderr
+    assert json.loads(yes.stdout)["old_leader"] == leader.node_id
+    forced = on_a_terminal("members", "remove", victim, "--force", *cluster.conn, answer="n")
+    assert forced.returncode == 0 and "?" not in forced.stderr, forced.stderr
+    assert f"member {victim} removed" in forced.stdout

@@ -271,6 +271,10 @@ class EtcdMember:
         self._proc: subprocess.Popen[bytes] | None = None
         self._paused = False
         self._lock = threading.RLock()
+        #: how the member joins on its next start with an empty data dir: "new" (one of
+        #: the cluster's first members) or "existing" (added by :meth:`EtcdCluster.replace_member`)
+        self.initial_cluster_state = "new"
+        self._initial_cluster: str | None = None
 
     # -- addresses -----------------------------------------------------------
 
@@ -309,8 +313,8 @@ class EtcdMember:
             "--advertise-client-urls", self.client_url,
             "--listen-peer-urls", self.peer_url,
             "--initial-advertise-peer-urls", self.peer_url,
-            "--initial-cluster", cl.initial_cluster,
-            "--initial-cluster-state", "new",
+            "--initial-cluster", self._initial_cluster or cl.initial_cluster,
+            "--initial-cluster-state", self.initial_cluster_state,
             "--initial-cluster-token", cl.token,
             "--heartbeat-interval", str(cl.heartbeat_interval_ms),
             "--election-timeout", str(cl.election_timeout_ms),
@@ -320,6 +324,11 @@ class EtcdMember:
         ]  # fmt: skip
         if cl.unsafe_no_fsync:
             cmd.append("--unsafe-no-fsync")
+        if cl.version >= (3, 5, 0):
+            # compare the member's data with its peers' before serving: etcd 3.5.0-3.5.2
+            # can diverge after a SIGKILL under load (fixed in 3.5.3); such a member then
+            # refuses to start instead of serving a history of its own
+            cmd.append("--experimental-initial-corrupt-check=true")
         if cl.tls is not None:
             cmd += [
                 "--cert-file", cl.tls.cert_file,
@@ -444,9 +453,28 @@ class EtcdMember:
 
     def status(self, timeout: float = 1.0) -> dict[str, object] | None:
         """The member's ``/v3/maintenance/status`` answer, or None if unreachable."""
+        try:
+            return self.call("/v3/maintenance/status", {}, timeout)
+        except EmbeddedEtcdError:
+            return None
+
+    def member_id(self, timeout: float = 1.0) -> int | None:
+        """The member's etcd member id (from its status), or None if unreachable."""
+        st = self.status(timeout)
+        header = st.get("header") if st else None
+        member_id = header.get("member_id") if isinstance(header, dict) else None
+        return int(str(member_id)) if member_id is not None else None
+
+    def call(self, path: str, body: dict[str, object], timeout: float = 5.0) -> dict[str, object]:
+        """POST ``body`` as JSON to the member's gRPC gateway ``path`` (for example
+        ``/v3/cluster/member/list``) and return the decoded answer.
+
+        Raises:
+            EmbeddedEtcdError: unreachable, or etcd answered with an error.
+        """
         req = urllib.request.Request(
-            self.client_url + "/v3/maintenance/status",
-            data=b"{}",
+            self.client_url + path,
+            data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
         )
@@ -454,10 +482,15 @@ class EtcdMember:
             with urllib.request.urlopen(
                 req, timeout=timeout, context=self.cluster.ssl_context()
             ) as resp:
-                body = json.loads(resp.read().decode() or "{}")
-        except (OSError, ValueError, urllib.error.URLError):
-            return None
-        return body if isinstance(body, dict) else None
+                answer = json.loads(resp.read().decode() or "{}")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:500]
+            raise EmbeddedEtcdError(f"{self.name} {path}: HTTP {exc.code}: {detail}") from exc
+        except (OSError, ValueError) as exc:
+            raise EmbeddedEtcdError(f"{self.name} {path}: {exc}") from exc
+        if not isinstance(answer, dict):
+            raise EmbeddedEtcdError(f"{self.name} {path}: unexpected answer {answer!r}")
+        return answer
 
     def _require_running(self) -> subprocess.Popen[bytes]:
         proc = self._proc
@@ -652,6 +685,107 @@ class EtcdCluster:
             if time.monotonic() >= deadline:
                 raise EmbeddedEtcdError("no etcd leader found among running members")
             self._stop_event.wait(0.05)
+
+    def _ask(self, path: str, body: dict[str, object], timeout: float) -> dict[str, object]:
+        """``path`` on the first running, unpaused member that answers."""
+        errors = []
+        for m in self.members:
+            if not m.is_running() or m.paused:
+                continue
+            try:
+                return m.call(path, body, timeout)
+            except EmbeddedEtcdError as exc:
+                errors.append(str(exc))
+        raise EmbeddedEtcdError(f"no member answered {path}: {'; '.join(errors) or 'none running'}")
+
+    def member_list(self, timeout: float = 5.0) -> list[dict[str, object]]:
+        """etcd's member list: dicts with ``ID`` (int), ``name``, ``peerURLs``,
+        ``clientURLs`` (``name`` is empty for a member added but not started yet)."""
+        answer = self._ask("/v3/cluster/member/list", {}, timeout)
+        members = answer.get("members")
+        out = []
+        for raw in members if isinstance(members, list) else []:
+            out.append(
+                {
+                    "ID": int(str(raw.get("ID", 0))),
+                    "name": str(raw.get("name", "")),
+                    "peerURLs": list(raw.get("peerURLs", [])),
+                    "clientURLs": list(raw.get("clientURLs", [])),
+                }
+            )
+        return out
+
+    def replace_member(self, member: EtcdMember, *, timeout: float | None = None) -> None:
+        """Replace ``member`` by a new, empty one with the same name and ports, while
+        the others keep serving: ``member remove`` of its id, kill it, wipe its data
+        dir, ``member add`` of its peer URL, start it with
+        ``--initial-cluster-state existing`` and wait until it is healthy. The new
+        member gets a new member id and receives the data from the others.
+
+        Raises:
+            EmbeddedEtcdError: a step failed (the message says which); the member may
+                then be down or removed.
+        """
+        if member not in self.members:
+            raise EmbeddedEtcdError(f"{member.name} is not a member of this cluster")
+        deadline = time.monotonic() + (timeout if timeout is not None else self.ready_timeout)
+        listed = self.member_list()
+        ids = [m["ID"] for m in listed if member.peer_url in m["peerURLs"]]  # type: ignore[operator]
+        while ids:
+            # etcd refuses ("unhealthy cluster") while the remaining members have not
+            # all been connected for a few seconds
+            errors = []
+            for other in self.members:
+                if other is member or not other.is_running() or other.paused:
+                    continue
+                try:
+                    other.call("/v3/cluster/member/remove", {"ID": str(ids[0])})
+                    ids = []
+                    break
+                except EmbeddedEtcdError as exc:
+                    errors.append(str(exc))
+            if ids and time.monotonic() >= deadline:
+                raise EmbeddedEtcdError(
+                    f"member remove of {member.name} failed: {'; '.join(errors) or 'no peer'}"
+                )
+            if ids:
+                self._stop_event.wait(0.2)
+        member.kill()
+        shutil.rmtree(member.data_dir, ignore_errors=True)
+        while True:  # etcd refuses a member add until the removal is applied everywhere
+            try:
+                added = self._ask(
+                    "/v3/cluster/member/add", {"peerURLs": [member.peer_url]}, timeout=5.0
+                )
+                break
+            except EmbeddedEtcdError:
+                if time.monotonic() >= deadline:
+                    raise
+                self._stop_event.wait(0.2)
+        names = []
+        raw_members = added.get("members")
+        for raw in raw_members if isinstance(raw_members, list) else []:
+            peers = list(raw.get("peerURLs", []))
+            name = raw.get("name") or (member.name if member.peer_url in peers else "")
+            names += [f"{name}={url}" for url in peers if name]
+        member.initial_cluster_state = "existing"
+        member._initial_cluster = ",".join(names)
+        member.start()
+        member.wait_ready(max(1.0, deadline - time.monotonic()))
+
+    def move_leader(self, target: EtcdMember, timeout: float = 5.0) -> None:
+        """Ask etcd's current raft leader to hand its leadership to ``target``.
+
+        Raises:
+            EmbeddedEtcdError: no leader, ``target`` unreachable, or etcd refused.
+        """
+        target_id = target.member_id()
+        if target_id is None:
+            raise EmbeddedEtcdError(f"{target.name} is not reachable")
+        leader = self.leader(timeout)
+        if leader is target:
+            return
+        leader.call("/v3/maintenance/transfer-leadership", {"targetID": str(target_id)}, timeout)
 
     def logs(self, max_bytes: int = 8000) -> str:
         """The tail of every member's log, for test failure reports."""

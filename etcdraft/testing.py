@@ -9,7 +9,8 @@
 * :meth:`~FaultProxy.reset`: every connection is dropped and new ones are refused
   (a crashed or firewalled member);
 * :meth:`~FaultProxy.one_way`: requests reach etcd, answers are dropped (writes land
-  but the writer never hears: the ambiguous outcome);
+  but the writer never hears: the ambiguous outcome); a connection that lost answers
+  is reset when healed (its byte stream has a hole, as after a TCP timeout);
 * :meth:`~FaultProxy.delay`: every chunk is delivered ``seconds`` late (a slow link);
 * :meth:`~FaultProxy.heal`: back to normal.
 
@@ -58,6 +59,7 @@ class FaultProxy:
         self._cond = threading.Condition()
         self._closed = False
         self._conns: set[socket.socket] = set()
+        self._holed: set[socket.socket] = set()  # lost answers in one-way mode
         self.connections = 0  # accepted so far
         self._thread = threading.Thread(target=self._accept, name="fault-proxy", daemon=True)
         self._thread.start()
@@ -91,8 +93,13 @@ class FaultProxy:
         self._set(_PASS, seconds)
 
     def heal(self) -> None:
-        """Back to forwarding everything at once."""
+        """Back to forwarding everything at once. Connections that lost answers in
+        one-way mode are reset (their streams cannot continue)."""
         self._set(_PASS)
+        with self._cond:
+            holed = [s for s in self._holed if s in self._conns]
+            self._holed.clear()
+        self._drop_all(holed)
 
     def drop_connections(self) -> None:
         """Close every open connection once (new ones are accepted as usual)."""
@@ -122,10 +129,14 @@ class FaultProxy:
 
     # -- machinery ---------------------------------------------------------------------
 
-    def _drop_all(self) -> None:
+    def _drop_all(self, only: list[socket.socket] | None = None) -> None:
         with self._cond:
-            conns = list(self._conns)
-            self._conns.clear()
+            if only is None:
+                conns = list(self._conns)
+                self._conns.clear()
+            else:
+                conns = [s for s in only if s in self._conns]
+                self._conns.difference_update(conns)
         for sock in conns:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RST)
@@ -180,6 +191,7 @@ class FaultProxy:
         for sock in socks:
             with self._cond:
                 self._conns.discard(sock)
+                self._holed.discard(sock)
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
@@ -220,7 +232,9 @@ class FaultProxy:
                 if not self._wait_passable():  # the fault began while we read
                     break
                 if answers and self._mode == _ONE_WAY:
-                    continue  # the answer is lost
+                    with self._cond:  # the answer is lost
+                        self._holed.update((src, dst))
+                    continue
                 delay = self._delay
                 if delay <= 0 and not late:
                     dst.sendall(data)

@@ -5,19 +5,22 @@
 user name, and returns their paths. Every call makes a *new* CA, so a second call in
 another directory gives a CA that does not trust the first one's certificates (handy
 for "wrong CA" tests). Keys are unencrypted P-256 keys; certificates are valid for two
-days. ``make_jwt_keys(directory)`` writes a key pair for etcd's JWT auth tokens.
-Nothing here touches the network.
+days. ``make_client_cert(certs, name, valid_for=...)`` issues one more client
+certificate from a CA made by ``make_certs``, optionally valid for only some seconds
+(for certificate rotation and expiry tests). ``make_jwt_keys(directory)`` writes a
+key pair for etcd's JWT auth tokens. Nothing here touches the network.
 """
 
 from __future__ import annotations
 
+import datetime
 import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CertPaths", "OpenSSLNotFoundError", "make_certs", "make_jwt_keys"]
+__all__ = ["CertPaths", "OpenSSLNotFoundError", "make_certs", "make_client_cert", "make_jwt_keys"]
 
 _DAYS = "2"
 
@@ -168,3 +171,61 @@ def make_certs(
         client_key_file=str(client_key),
         client_cn=client_cn,
     )
+
+
+# ``openssl ca`` (unlike ``openssl x509 -req`` of OpenSSL 3.0) takes exact start and
+# end dates, to the second
+_CA_CONF = """\
+[ca]
+default_ca = ca_default
+[ca_default]
+database = {d}/index.txt
+new_certs_dir = {d}
+serial = {d}/serial
+default_md = sha256
+policy = policy_any
+unique_subject = no
+[policy_any]
+commonName = supplied
+"""
+
+
+def _asn1_time(t: datetime.datetime) -> str:
+    return t.astimezone(datetime.timezone.utc).strftime("%Y%m%d%H%M%SZ")
+
+
+def make_client_cert(
+    certs: CertPaths, name: str, *, cn: str | None = None, valid_for: float | None = None
+) -> tuple[str, str]:
+    """Issue a client certificate from ``certs``' CA into ``certs.directory`` as
+    ``<name>.crt`` / ``<name>.key`` and return their paths.
+
+    Args:
+        cn: its common name (default: ``certs.client_cn``).
+        valid_for: seconds from now until it expires (default: two days); it is valid
+            from a minute ago, so a just-issued certificate is never "not yet valid".
+    """
+    d = Path(certs.directory)
+    key, csr, cert, ext = (d / f"{name}{suffix}" for suffix in (".key", ".csr", ".crt", ".ext"))
+    _new_key(key)
+    _run("req", "-new", "-key", str(key), "-subj", f"/CN={cn or certs.client_cn}", "-out", str(csr))
+    ext.write_text(_LEAF_EXT.format(eku="clientAuth", san=""))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    seconds = valid_for if valid_for is not None else 2 * 86400
+    work = d / f"{name}.ca"
+    work.mkdir(exist_ok=True)
+    (work / "index.txt").write_text("")
+    (work / "serial").write_text(_serial() + "\n")
+    conf = work / "ca.cnf"
+    conf.write_text(_CA_CONF.format(d=work))
+    _run(
+        "ca", "-batch", "-notext", "-config", str(conf),
+        "-cert", certs.ca_file, "-keyfile", certs.ca_key_file,
+        "-startdate", _asn1_time(now - datetime.timedelta(minutes=1)),
+        "-enddate", _asn1_time(now + datetime.timedelta(seconds=seconds)),
+        "-extfile", str(ext), "-in", str(csr), "-out", str(cert),
+    )  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
+    csr.unlink()
+    ext.unlink()
+    return str(cert), str(key)

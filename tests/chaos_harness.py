@@ -25,7 +25,6 @@ from __future__ import annotations
 import atexit
 import bisect
 import contextlib
-import ctypes
 import itertools
 import json
 import math
@@ -44,15 +43,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from etcdraft._deadline import Deadline
-from etcdraft.embedded import EtcdCluster, EtcdMember
-from etcdraft.errors import EtcdraftError
-from etcdraft.etcd import EtcdClient, prefix_end
-from etcdraft.fsm import decode_state
-from etcdraft.keys import Keys
+import grpc
+from etcd_raw import RawEtcd, compare_members, read_log
+
+from etcdraft.embedded import (
+    EmbeddedEtcdError,
+    EtcdCluster,
+    EtcdMember,
+    with_parent_death_signal,
+)
+from etcdraft.testing import FaultProxy
 
 __all__ = [
     "FAULT_KINDS",
+    "NODE_KINDS",
+    "PARTITION_KINDS",
     "ChaosRun",
     "EtcdLog",
     "Fault",
@@ -75,7 +80,20 @@ FAULT_KINDS = (
     "etcd_pause",  # SIGSTOP an etcd member for a while, then SIGCONT
     "etcd_leader_kill",  # SIGKILL etcd's raft leader, restart it
     "quorum_loss",  # pause two etcd members (no quorum), then resume both
+    # through the FaultProxy between each node process and each etcd member:
+    "partition_blackhole",  # one node's links: no bytes pass, connections hang
+    "partition_reset",  # one node's links: connections reset and refused
+    "partition_one_way",  # one node's links: requests pass, answers are lost
+    "slow_link",  # one node's links: 20-300 ms added latency for seconds
+    "etcd_replace",  # member remove, wipe its data, member add, start as "existing"
+    "etcd_leader_churn",  # move etcd's raft leadership every 1-2 s for seconds
+    "slow_consumer",  # a follower stalls (SIGSTOP, links reset) while etcd compacts past it
 )
+
+#: faults that target one node process (the judge's failover and stale-leader checks)
+NODE_KINDS = ("node_kill", "node_stop", "node_term", "partition_blackhole",
+              "partition_reset", "partition_one_way", "slow_link", "slow_consumer")  # fmt: skip
+PARTITION_KINDS = ("partition_blackhole", "partition_reset", "partition_one_way")
 
 NODE_IDS = ("n0", "n1", "n2")
 ROLE_EVENTS = ("leader", "follower", "lost", "error", "start", "stop")
@@ -122,7 +140,7 @@ class Fault:
     """One injected fault. Times are ``time.monotonic()``.
 
     ``start``: injected (for ``quorum_loss``: when the second member was paused);
-    ``end``: lifted (restart, SIGCONT or resume issued and returned);
+    ``end``: lifted (restart, SIGCONT, resume or proxy heal issued and returned);
     ``healed``: the harness saw recovery (every member healthy, every node process
     up with a role, a new acknowledgement); None if it did not within the bound.
     """
@@ -134,6 +152,8 @@ class Fault:
     healed: float | None = None
     was_leader: bool = False
     note: str = ""
+    #: partitions: longer than the node's lease (election_timeout)
+    long: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +164,7 @@ class Fault:
             "healed": self.healed,
             "was_leader": self.was_leader,
             "note": self.note,
+            "long": self.long,
         }
 
 
@@ -179,6 +200,9 @@ class EtcdLog:
     pruned: int = 0
     changed: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
+    #: heights missing inside one read: pruning deletes only the oldest heights, so
+    #: one read holds every height from the pruned marker + 1 to its head
+    holes: list[str] = field(default_factory=list)
 
     def merge(self, other: EtcdLog) -> None:
         for h, e in other.entries.items():
@@ -195,47 +219,48 @@ class EtcdLog:
         for c in other.corrupt:
             if c not in self.corrupt:
                 self.corrupt.append(c)
+        for c in other.holes:
+            if c not in self.holes:
+                self.holes.append(c)
 
     @property
     def head(self) -> int:
         return max(self.entries, default=0)
 
 
-def read_etcd_log(client: EtcdClient, namespace: str, timeout: float = 10.0) -> EtcdLog:
-    """Read ``<ns>/log/`` and ``<ns>/pruned`` (paged, one revision) and decode every
-    entry with :func:`etcdraft.fsm.decode_state`."""
-    keys = Keys(namespace)
-    deadline = Deadline(timeout)
-    out = EtcdLog()
-    pruned = client.range(keys.pruned, None, deadline)
-    if pruned.kvs:
+def read_etcd_log(conns: Sequence[RawEtcd], namespace: str) -> EtcdLog:
+    """Read ``<ns>/log/`` and ``<ns>/pruned`` at one revision with raw gRPC range
+    reads (linearizable) from the first member that answers, and decode every value
+    with the judge's own decoder (:func:`etcd_raw.decode_block`): the library's
+    client, keys and decoder are not involved.
+
+    Raises:
+        grpc.RpcError: no member answered (the last error).
+    """
+    last: grpc.RpcError | None = None
+    for conn in conns:
         try:
-            out.pruned = int(pruned.kvs[0].value)
-        except ValueError:
-            out.corrupt.append(f"pruned marker {pruned.kvs[0].value!r}")
-    start, end, rev = keys.log_prefix, prefix_end(keys.log_prefix), 0
-    while True:
-        res = client.range(start, end, deadline, revision=rev, limit=500)
-        rev = rev or res.revision
-        for kv in res.kvs:
-            parsed = keys.parse(kv.key)
-            if parsed.kind != "log":
-                out.corrupt.append(f"unexpected key {kv.key!r}")
-                continue
-            try:
-                state = decode_state(kv.value)
-            except ValueError as exc:
-                out.corrupt.append(f"log/{parsed.number}: {exc}")
-                continue
-            if state.height != parsed.number:
-                out.corrupt.append(f"log/{parsed.number} holds height {state.height}")
-                continue
-            out.entries[parsed.number] = LogEntry(
-                state.hash.hex(), state.timestamp, kv.mod_revision
-            )
-        if not res.more or not res.kvs:
-            return out
-        start = res.kvs[-1].key + b"\x00"
+            raw = read_log(conn, namespace)
+        except grpc.RpcError as exc:
+            last = exc
+            continue
+        out = EtcdLog(pruned=raw.pruned, corrupt=list(raw.corrupt))
+        for height, (hsh, ts, rev) in raw.entries.items():
+            out.entries[height] = LogEntry(hsh, ts, rev)
+        if out.entries:
+            low, high = min(out.entries), max(out.entries)
+            if low > out.pruned + 1:
+                out.holes.append(
+                    f"revision {raw.revision}: pruned marker {out.pruned}, lowest height {low}"
+                )
+            missing = high - low + 1 - len(out.entries)
+            if missing:
+                out.holes.append(
+                    f"revision {raw.revision}: {missing} height(s) missing between {low} and {high}"
+                )
+        return out
+    assert last is not None, "no member to read from"
+    raise last
 
 
 # --------------------------------------------------------------------------- records
@@ -305,6 +330,9 @@ class KindStats:
     worst_recovery: float = 0.0  # seconds from lifted to healed
     worst_failover: float | None = None  # seconds to a new leader (leader faults)
     unhealed: int = 0
+    #: partitions and slow links: the longest time the target's role records still said
+    #: "leader" after another node's said so (a belief, not an acknowledged write)
+    worst_overlap: float | None = None
 
 
 @dataclass
@@ -317,17 +345,22 @@ class Verdict:
     unverified: int
     faults: list[Fault]
     pruned: int = 0
+    #: faults of etcd itself (members that disagree on the namespace at one
+    #: revision, a member refusing to start after its corruption check): not
+    #: etcdraft violations, reported apart
+    etcd_faults: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """No etcdraft violation (etcd's own faults are in :attr:`etcd_faults`)."""
         return not self.violations
 
     def table(self) -> str:
         """The per-kind summary table (Markdown)."""
         head = (
             "| fault | faults | acks during | violations | worst unavailability (ms) | "
-            "worst failover (ms) | worst recovery (ms) |\n"
-            "|---|---:|---:|---:|---:|---:|---:|\n"
+            "worst failover (ms) | worst recovery (ms) | two-leader overlap (ms) |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|\n"
         )
         rows = []
         for kind in [*FAULT_KINDS, *sorted(set(self.stats) - set(FAULT_KINDS))]:
@@ -335,10 +368,11 @@ class Verdict:
             if st is None or not (st.faults or st.violations):
                 continue
             failover = "-" if st.worst_failover is None else f"{st.worst_failover * 1000:.0f}"
+            overlap = "-" if st.worst_overlap is None else f"{st.worst_overlap * 1000:.0f}"
             rows.append(
                 f"| {kind} | {st.faults} | {st.acks_during} | {st.violations} | "
                 f"{st.worst_unavailable * 1000:.0f} | {failover} | "
-                f"{st.worst_recovery * 1000:.0f} |"
+                f"{st.worst_recovery * 1000:.0f} | {overlap} |"
             )
         return head + "\n".join(rows) + "\n"
 
@@ -350,6 +384,12 @@ class Verdict:
             f"etcd pruned the log up to height {self.pruned}",
             self.table(),
         ]
+        if self.etcd_faults:
+            lines.append(
+                f"{len(self.etcd_faults)} ETCD FAULT(S) (etcd itself, not etcdraft; etcd "
+                "3.5.0-3.5.2 can diverge after a member is SIGKILLed under load):"
+            )
+            lines += [f"  - {x}" for x in self.etcd_faults[:limit]]
         if self.violations:
             lines.append(f"{len(self.violations)} violation(s):")
             lines += [f"  - {v}" for v in self.violations[:limit]]
@@ -379,12 +419,16 @@ def judge(
     *,
     final_head: int | None = None,
     extra: Iterable[Violation] = (),
+    etcd_faults: Iterable[str] = (),
+    unverified_ok: bool = True,
 ) -> Verdict:
     """Check the invariants over the record dirs (node id → dir) and the etcd log.
 
     (a) no two different hashes acknowledged at one height, across all processes;
     (b) every acknowledged block is in etcd, unchanged (heights pruned before any
-        read are counted as unverified, not as violations);
+        read are counted as unverified; violations with ``unverified_ok=False``, as
+        in a chaos run, whose archive reads long before pruning); each read of the
+        log holds every height from the pruned marker + 1 to its head;
     (c) along each process lifetime's apply stream, index and height strictly
         increase, term never decreases, no height is skipped (unless pruned); a
         lifetime that ended gracefully is continued by the next one;
@@ -408,6 +452,8 @@ def judge(
         bad("etcd-log-changed", c)
     for c in etcd_log.corrupt:
         bad("etcd-log-corrupt", c)
+    for c in etcd_log.holes:
+        bad("etcd-log-hole", c)
 
     # (a) + (b)
     by_height: dict[int, dict[str, tuple[str, float]]] = defaultdict(dict)
@@ -422,6 +468,13 @@ def judge(
             if e is None:
                 if h <= pruned:
                     unverified += 1
+                    if not unverified_ok:
+                        bad(
+                            "unverified-ack",
+                            f"{node} acknowledged height {h} ({hsh[:12]}), pruned before "
+                            f"any read (marker {pruned})",
+                            t,
+                        )
                 else:
                     bad("lost-ack", f"{node} acknowledged height {h} ({hsh[:12]}), not in etcd", t)
             elif e.hash != hsh:
@@ -489,6 +542,7 @@ def judge(
         if e.get("ev") == "leader"
     )
     ack_times = [t for t, _, _ in all_acks]
+    terms = _leader_terms(recs)
     stats: dict[str, KindStats] = {}
     for idx, f in enumerate(faults):
         st = stats.setdefault(f.kind, KindStats())
@@ -559,6 +613,18 @@ def judge(
                             )
                         )
                         break
+        if f.kind in PARTITION_KINDS:
+            _judge_partition(idx, f, st, recs, leader_events, timing, found)
+        if f.kind in (*PARTITION_KINDS, "slow_link"):
+            hi_t = (f.healed if f.healed is not None else f.end) + 1.0
+            mine = [(a, b) for a, b in terms.get(f.target, []) if a < hi_t and b > f.start]
+            theirs = [(a, b) for n, iv in terms.items() if n != f.target for a, b in iv
+                      if a < hi_t and b > f.start]  # fmt: skip
+            overlap = max(
+                (min(b1, b2, hi_t) - max(a1, a2) for a1, b1 in mine for a2, b2 in theirs),
+                default=0.0,
+            )
+            st.worst_overlap = max(st.worst_overlap or 0.0, overlap)
         if f.kind == "quorum_loss":
             cutoff = f.start + timing.quorum_bound
             late = [a for a in all_acks if cutoff < a[0] <= f.end]
@@ -610,19 +676,97 @@ def judge(
         unverified=unverified,
         faults=list(faults),
         pruned=pruned,
+        etcd_faults=list(etcd_faults),
     )
+
+
+def _leader_terms(recs: Mapping[str, NodeRecords]) -> dict[str, list[tuple[float, float]]]:
+    """Per node, the intervals its role records said "leader": from a ``leader`` event
+    to the node's next role event (lost, follower, error, start, stop)."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for node, r in recs.items():
+        evs = sorted((float(e["t"]), str(e.get("ev"))) for e in r.events
+                     if e.get("ev") in ROLE_EVENTS)  # fmt: skip
+        spans = []
+        for k, (t, ev) in enumerate(evs):
+            if ev == "leader":
+                spans.append((t, evs[k + 1][0] if k + 1 < len(evs) else math.inf))
+        out[node] = spans
+    return out
+
+
+def _judge_partition(
+    idx: int,
+    f: Fault,
+    st: KindStats,
+    recs: Mapping[str, NodeRecords],
+    leader_events: Sequence[tuple[float, str]],
+    timing: Timing,
+    found: list[Violation],
+) -> None:
+    """A node cut off from every etcd member (blackhole, reset or one-way):
+
+    * it acknowledges nothing while cut off (no answer can reach it; 0.2 s of slack
+      for an answer that arrived just before and was being recorded);
+    * its leadership passes to another node within ``failover_bound`` when it led and
+      the partition outlasted that bound;
+    * once another node led during the partition, the cut-off node acknowledges
+      nothing after the heal (plus ``quorum_bound``) unless elected again.
+    """
+    r = recs.get(f.target)
+    if r is None:
+        return
+    for a in r.acks:
+        if f.start + 0.2 < a["t"] < f.end:
+            found.append(
+                Violation(
+                    "ack-while-partitioned",
+                    f"fault #{idx}: {f.target} acknowledged height {a['h']} "
+                    f"{a['t'] - f.start:.3f}s into a {f.kind} of all its links",
+                    a["t"],
+                    idx,
+                )
+            )
+            break
+    other = next((t for t, n in leader_events if t > f.start and n != f.target), None)
+    took_over = other is not None and other <= f.end
+    if f.was_leader and other is not None and other <= f.end + timing.failover_bound:
+        st.worst_failover = max(st.worst_failover or 0.0, other - f.start)
+    if f.was_leader and f.long and f.end - f.start > timing.failover_bound:
+        delay = None if not took_over or other is None else other - f.start
+        if delay is None or delay > timing.failover_bound:
+            shown = "no new leader" if delay is None else f"a new leader after {delay:.3f}s"
+            found.append(
+                Violation(
+                    "slow-failover",
+                    f"fault #{idx} {f.kind} of leader {f.target} for "
+                    f"{f.end - f.start:.3f}s: {shown} (bound {timing.failover_bound:.3g}s)",
+                    f.start,
+                    idx,
+                )
+            )
+    if took_over:
+        grace = f.end + timing.quorum_bound
+        again = next((t for t, n in leader_events if n == f.target and t > f.start), math.inf)
+        for a in r.acks:
+            if grace < a["t"] < again:
+                found.append(
+                    Violation(
+                        "stale-leader-ack",
+                        f"fault #{idx}: {f.target} acknowledged height {a['h']} "
+                        f"{a['t'] - f.end:.3f}s after its {f.kind} healed, another node "
+                        "having led meanwhile, without being re-elected",
+                        a["t"],
+                        idx,
+                    )
+                )
+                break
 
 
 # --------------------------------------------------------------------------- processes
 
-_PR_SET_PDEATHSIG = 1
 _live: set[subprocess.Popen[bytes]] = set()
 _live_lock = threading.Lock()
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @atexit.register
@@ -688,18 +832,18 @@ class NodeProc:
     def start(self) -> None:
         assert not self.running(), f"{self.node_id} already running"
         self.record_dir.mkdir(parents=True, exist_ok=True)
-        main = threading.current_thread() is threading.main_thread()
         self.started_at = time.monotonic()
         with open(self.log_path, "ab") as logfile:
             logfile.write(f"--- start at t={time.monotonic():.3f}\n".encode())
             logfile.flush()
+            # no preexec_fn: forking with grpcio's fork handlers can abort the child
+            # (the harness holds gRPC channels); the trampoline sets the death signal
             proc = subprocess.Popen(
-                self.argv,
+                with_parent_death_signal(self.argv, os.getpid()),
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,
                 env=self.env,
-                preexec_fn=_die_with_parent if main else None,
             )
         with _live_lock:
             _live.add(proc)
@@ -777,8 +921,36 @@ class NodeProc:
 # --------------------------------------------------------------------------- the run
 
 
+@dataclass(frozen=True)
+class Spans:
+    """How long the timed faults last (seconds, drawn uniformly)."""
+
+    partition_short: tuple[float, float] = (0.2, 0.7)  # times election_timeout: within the lease
+    partition_long: tuple[float, float] = (0.5, 2.0)  # + election_timeout: past the lease
+    slow_link: tuple[float, float] = (2.0, 5.0)
+    slow_link_delay: tuple[float, float] = (0.02, 0.3)
+    churn: tuple[float, float] = (4.0, 8.0)
+    churn_every: tuple[float, float] = (1.0, 2.0)
+    stall: tuple[float, float] = (1.0, 2.5)
+
+
+#: shorter timed faults for the test suite's run
+BRIEF_SPANS = Spans(slow_link=(1.0, 2.0), churn=(2.2, 3.5), stall=(0.8, 1.4))
+
+_PROXY_MODE = {
+    "partition_blackhole": "blackhole",
+    "partition_reset": "reset",
+    "partition_one_way": "one_way",
+}
+_RESYNC_MARK = b"was compacted"  # the watch's log line when it resynchronises
+
+
 class ChaosRun:
     """Three toy node processes over a private 3-member etcd, and a fault schedule.
+
+    Each node process reaches each etcd member through its own
+    :class:`~etcdraft.testing.FaultProxy` (its ``--endpoints`` are the proxies), so
+    one node's links can be cut, made one-way or slowed while the others run.
 
     Use as a context manager::
 
@@ -793,6 +965,9 @@ class ChaosRun:
         base_dir: where records, node logs and etcd data go (default: a new temp dir).
         kinds: fault kinds to draw from.
         quiet: (min, max) seconds of normal operation between faults.
+        spans: durations of the timed faults.
+        leader_first: the first fault of each node kind targets the leader (so that a
+            short run cannot miss the leader by chance).
         say: progress printer (``print`` by default; None for silence).
     """
 
@@ -804,6 +979,8 @@ class ChaosRun:
         base_dir: str | os.PathLike[str] | None = None,
         kinds: Sequence[str] = FAULT_KINDS,
         quiet: tuple[float, float] = (0.3, 1.0),
+        spans: Spans | None = None,
+        leader_first: bool = False,
         namespace: str = "/etcdraft-chaos/run",
         say: Callable[[str], None] | None = print,
     ) -> None:
@@ -815,18 +992,23 @@ class ChaosRun:
         self.timing = timing or Timing()
         self.kinds = tuple(kinds)
         self.quiet = quiet
+        self.spans = spans or Spans()
+        self.leader_first = leader_first
         self.namespace = namespace
         self._say = say
         self.base = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="etcdraft-chaos-"))
         self.base.mkdir(parents=True, exist_ok=True)
         self.cluster: EtcdCluster | None = None
-        self.client: EtcdClient | None = None
+        self.raw: list[RawEtcd] = []
+        self.proxies: dict[str, list[FaultProxy]] = {}
         self.nodes: dict[str, NodeProc] = {}
         self.faults: list[Fault] = []
         self.harness_violations: list[Violation] = []
+        self.etcd_faults: list[str] = []
         self.archive = EtcdLog()
         self.verdict: Verdict | None = None
         self._plan: list[str] = []
+        self._leader_hit: set[str] = set()
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------
@@ -854,16 +1036,17 @@ class ChaosRun:
         self.say(f"seed {self.seed}; records and etcd data in {self.base}")
         self.cluster = EtcdCluster(size=3, data_dir=self.base / "etcd", keep_data=True)
         self.cluster.start()
-        self.client = EtcdClient(self.cluster.endpoints, name="chaos-judge")
+        self.raw = [RawEtcd(m.client_url) for m in self.cluster.members]
         peers = ",".join(f"{nid}@127.0.0.1:{7100 + i}" for i, nid in enumerate(NODE_IDS))
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDRAFT_")}
         env["PYTHONUNBUFFERED"] = "1"
         for nid in NODE_IDS:
+            self.proxies[nid] = [FaultProxy(m.client_port) for m in self.cluster.members]
             rd = self.base / nid
             argv = [
                 sys.executable, "-m", "etcdraft.toy",
                 "--node-id", nid,
-                "--endpoints", ",".join(self.cluster.endpoints),
+                "--endpoints", ",".join(p.url for p in self.proxies[nid]),
                 "--namespace", self.namespace,
                 "--peers", peers,
                 "--bootstrap",
@@ -888,8 +1071,11 @@ class ChaosRun:
         self._closed = True
         for node in self.nodes.values():
             node.kill()
-        if self.client is not None:
-            self.client.close()
+        for proxies in self.proxies.values():
+            for p in proxies:
+                p.close()
+        for conn in self.raw:
+            conn.close()
         if self.cluster is not None:
             self.cluster.close()
         if passed and not keep:
@@ -937,6 +1123,10 @@ class ChaosRun:
                 return False
             time.sleep(0.02)
 
+    def _hold(self, until: float) -> None:
+        """Keep a fault in place until ``until`` (monotonic), watching the nodes."""
+        self._wait(lambda: time.monotonic() >= until, max(0.0, until - time.monotonic()) + 1)
+
     def leader(self) -> str | None:
         self._poll()
         leaders = [nid for nid, n in self.nodes.items() if n.role() == "leader"]
@@ -963,12 +1153,47 @@ class ChaosRun:
         assert self.cluster is not None
         return all(m.is_running() and not m.paused and m.health(0.5) for m in self.cluster)
 
+    def _live_conns(self) -> list[RawEtcd]:
+        assert self.cluster is not None
+        return [
+            c for c, m in zip(self.raw, self.cluster.members, strict=True)
+            if m.is_running() and not m.paused
+        ]  # fmt: skip
+
     def _archive(self) -> None:
-        assert self.client is not None
         try:
-            self.archive.merge(read_etcd_log(self.client, self.namespace, timeout=5.0))
-        except EtcdraftError as exc:
+            self.archive.merge(read_etcd_log(self._live_conns(), self.namespace))
+        except grpc.RpcError as exc:
             self.say(f"archive read failed (retried after the next fault): {exc}")
+
+    def _compare_members(self, when: str) -> None:
+        """Serializable reads of the namespace from every member at one revision: a
+        difference is an etcd fault (recorded in ``etcd_faults``)."""
+        assert self.cluster is not None
+        urls = [m.client_url for m in self.cluster.members if m.is_running() and not m.paused]
+        for attempt in range(3):
+            try:
+                revision, diffs = compare_members(urls, self.namespace)
+            except grpc.RpcError as exc:  # e.g. a lagging member below a fresh compaction
+                if attempt == 2:
+                    self.say(f"members not compared {when}: {exc.code()}")
+                time.sleep(0.5)
+                continue
+            if diffs:
+                shown = "; ".join(str(d) for d in diffs[:3])
+                self.etcd_faults.append(
+                    f"{when}: etcd members disagree on {len(diffs)} key(s) at revision "
+                    f"{revision}: {shown}"
+                )
+                self.say(f"ETCD FAULT {self.etcd_faults[-1]}")
+            return
+
+    def resyncs(self, nid: str) -> int:
+        """How many times the node's watch resynchronised after a compaction (its log)."""
+        try:
+            return self.nodes[nid].log_path.read_bytes().count(_RESYNC_MARK)
+        except FileNotFoundError:
+            return 0
 
     # -- faults -----------------------------------------------------------------
 
@@ -980,24 +1205,48 @@ class ChaosRun:
             self.rng.shuffle(self._plan)
         return self._plan.pop(0)
 
-    def _pick_node(self, leader_bias: float) -> tuple[str, bool]:
+    def _pick_node(self, leader_bias: float, kind: str = "") -> tuple[str, bool]:
         leader = self.leader()
-        if leader is not None and self.rng.random() < leader_bias:
+        first = self.leader_first and kind not in self._leader_hit
+        if leader is not None and (first or self.rng.random() < leader_bias):
+            self._leader_hit.add(kind)
             return leader, True
         nid = self.rng.choice(NODE_IDS)
+        if nid == leader:
+            self._leader_hit.add(kind)
         return nid, nid == leader
 
     def _members(self) -> list[EtcdMember]:
         assert self.cluster is not None
         return list(self.cluster.members)
 
+    def _restart_member(self, m: EtcdMember, what: str) -> str:
+        """Restart a killed member; if it refuses to start (etcd's initial corruption
+        check), record an etcd fault and replace it by an empty member."""
+        assert self.cluster is not None
+        try:
+            m.restart(wait=True, timeout=self.timing.recovery_timeout)
+            return ""
+        except EmbeddedEtcdError as exc:
+            first = str(exc).splitlines()[0]
+            tail = [ln for ln in m.log_tail(20000).splitlines() if "corrupt" in ln.lower()
+                    or "inconsisten" in ln.lower()]  # fmt: skip
+            self.etcd_faults.append(
+                f"{what}: {m.name} did not restart: {first}"
+                + (f" (log: {tail[-1][:300]})" if tail else "")
+            )
+            self.say(f"ETCD FAULT {self.etcd_faults[-1]}; replacing {m.name}")
+        self.cluster.replace_member(m, timeout=self.timing.recovery_timeout)
+        return f"restart refused; {m.name} replaced"
+
     def inject(self, kind: str) -> Fault:
         """Inject one fault, lift it, wait (bounded) for recovery; returns the record."""
         assert self.cluster is not None
-        rng, tm = self.rng, self.timing
+        rng, tm, sp = self.rng, self.timing, self.spans
+        what = f"fault #{len(self.faults)} {kind}"
         fault: Fault
         if kind == "node_kill":
-            nid, was_leader = self._pick_node(2 / 3)
+            nid, was_leader = self._pick_node(2 / 3, kind)
             node = self.nodes[nid]
             start = time.monotonic()
             node.kill()
@@ -1007,7 +1256,7 @@ class ChaosRun:
             node.start()
             fault = Fault(kind, nid, start, time.monotonic(), was_leader=was_leader)
         elif kind == "node_stop":
-            nid, was_leader = self._pick_node(3 / 4)
+            nid, was_leader = self._pick_node(3 / 4, kind)
             node = self.nodes[nid]
             start = time.monotonic()
             node.pause()
@@ -1020,7 +1269,7 @@ class ChaosRun:
                 node.started_at = time.monotonic()
             fault = Fault(kind, nid, start, time.monotonic(), was_leader=was_leader)
         elif kind == "node_term":
-            nid, was_leader = self._pick_node(1 / 2)
+            nid, was_leader = self._pick_node(1 / 2, kind)
             node = self.nodes[nid]
             start = time.monotonic()
             grace = 5 * tm.send_timeout + 10
@@ -1043,8 +1292,8 @@ class ChaosRun:
             start = time.monotonic()
             m.kill()
             time.sleep(rng.uniform(0.5, 2.0))
-            m.restart(wait=True, timeout=tm.recovery_timeout)
-            fault = Fault(kind, m.name, start, time.monotonic())
+            note = self._restart_member(m, what)
+            fault = Fault(kind, m.name, start, time.monotonic(), note=note)
         elif kind == "etcd_pause":
             m = rng.choice(self._members())
             start = time.monotonic()
@@ -1057,8 +1306,8 @@ class ChaosRun:
             start = time.monotonic()
             m.kill()
             time.sleep(rng.uniform(0.5, 2.0))
-            m.restart(wait=True, timeout=tm.recovery_timeout)
-            fault = Fault(kind, m.name, start, time.monotonic())
+            note = self._restart_member(m, what)
+            fault = Fault(kind, m.name, start, time.monotonic(), note=note)
         elif kind == "quorum_loss":
             pair = rng.sample(self._members(), 2)
             pair[0].pause()
@@ -1068,6 +1317,85 @@ class ChaosRun:
             pair[0].resume()
             pair[1].resume()
             fault = Fault(kind, f"{pair[0].name}+{pair[1].name}", start, time.monotonic())
+        elif kind in PARTITION_KINDS:
+            nid, was_leader = self._pick_node(2 / 3, kind)
+            long = rng.random() < 0.5
+            if long:
+                hold = tm.election_timeout + rng.uniform(*sp.partition_long)
+            else:
+                hold = tm.election_timeout * rng.uniform(*sp.partition_short)
+            start = time.monotonic()
+            for p in self.proxies[nid]:
+                getattr(p, _PROXY_MODE[kind])()
+            if was_leader and long:  # past the lease: until another node leads
+                self._wait(lambda: self._leader_after(start, nid), tm.failover_bound + 2)
+            self._hold(start + hold)
+            for p in self.proxies[nid]:
+                p.heal()
+            fault = Fault(
+                kind, nid, start, time.monotonic(), was_leader=was_leader, long=long,
+                note=f"{'long' if long else 'short'} ({hold:.2f}s planned)",
+            )  # fmt: skip
+        elif kind == "slow_link":
+            nid, was_leader = self._pick_node(2 / 3, kind)
+            delay = rng.uniform(*sp.slow_link_delay)
+            start = time.monotonic()
+            for p in self.proxies[nid]:
+                p.delay(delay)
+            self._hold(start + rng.uniform(*sp.slow_link))
+            for p in self.proxies[nid]:
+                p.heal()
+            fault = Fault(
+                kind, nid, start, time.monotonic(), was_leader=was_leader,
+                note=f"+{delay * 1000:.0f} ms each way",
+            )  # fmt: skip
+        elif kind == "etcd_replace":
+            m = rng.choice(self._members())
+            was_leader = m is self.cluster.leader()
+            start = time.monotonic()
+            self.cluster.replace_member(m, timeout=tm.recovery_timeout)
+            fault = Fault(
+                kind, m.name, start, time.monotonic(), note="etcd leader" if was_leader else ""
+            )
+        elif kind == "etcd_leader_churn":
+            start = time.monotonic()
+            until = start + rng.uniform(*sp.churn)
+            moves, refused = 0, 0
+            while True:
+                leader = self.cluster.leader()
+                target = rng.choice([x for x in self._members() if x is not leader])
+                try:
+                    self.cluster.move_leader(target)
+                    moves += 1
+                except EmbeddedEtcdError:
+                    refused += 1
+                if time.monotonic() + sp.churn_every[0] > until:
+                    break
+                self._hold(min(until, time.monotonic() + rng.uniform(*sp.churn_every)))
+            fault = Fault(
+                kind, "etcd", start, time.monotonic(), note=f"{moves} moves, {refused} refused"
+            )
+        elif kind == "slow_consumer":
+            leader = self.leader()
+            nid = rng.choice([n for n in NODE_IDS if n != leader])
+            node = self.nodes[nid]
+            before = self.resyncs(nid)
+            stall = rng.uniform(*sp.stall)
+            start = time.monotonic()
+            node.pause()  # its watch and apply consumer stop where they are
+            for p in self.proxies[nid]:
+                p.reset()  # and its watch stream is gone: it resumes from its position
+            self._hold(start + stall / 2)  # the leader writes on meanwhile
+            conn = self._live_conns()[0]
+            revision = conn.status().header.revision
+            conn.compact(revision)  # etcd compacts past the stalled follower's position
+            self._hold(start + stall)
+            for p in self.proxies[nid]:
+                p.heal()
+            node.resume()
+            fault = Fault(kind, nid, start, time.monotonic(), note=f"compacted at {revision}")
+            self._wait(lambda: self.resyncs(nid) > before, tm.recovery_timeout)
+            fault.note += f"; resynced {self.resyncs(nid) - before}x"
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
         lifted = fault.end
@@ -1077,6 +1405,8 @@ class ChaosRun:
         ):
             fault.healed = time.monotonic()
         self.faults.append(fault)
+        if kind in ("etcd_kill", "etcd_leader_kill", "etcd_replace"):
+            self._compare_members(f"after {what}")
         self._archive()
         return fault
 
@@ -1089,6 +1419,7 @@ class ChaosRun:
         count = 0
         while time.monotonic() < until and (faults is None or count < faults):
             time.sleep(self.rng.uniform(*self.quiet))
+            self._archive()  # before and after every fault: no height is pruned unread
             kind = self.next_kind()
             f = self.inject(kind)
             count += 1
@@ -1097,10 +1428,11 @@ class ChaosRun:
                 if f.healed is not None
                 else "NOT HEALED"
             )
+            note = f" [{f.note}]" if f.note else ""
             self.say(
                 f"fault #{len(self.faults) - 1} {f.kind} on {f.target}"
                 f"{' (leader)' if f.was_leader else ''}: {(f.end - f.start) * 1000:.0f} ms, "
-                f"{healed}"
+                f"{healed}{note}"
             )
             if f.healed is None:
                 self.say("stopping the schedule: the cluster did not recover")
@@ -1108,11 +1440,11 @@ class ChaosRun:
 
     def finish(self) -> Verdict:
         """Wait for every node to apply etcd's head, stop the nodes gracefully, read
-        the log from etcd and judge. The verdict is also kept in ``self.verdict``."""
-        assert self.client is not None
+        the log from etcd, compare the members and judge. The verdict is also kept in
+        ``self.verdict``."""
         head = 0
-        with contextlib.suppress(EtcdraftError):
-            head = read_etcd_log(self.client, self.namespace).head
+        with contextlib.suppress(grpc.RpcError):
+            head = read_etcd_log(self._live_conns(), self.namespace).head
         self._wait(
             lambda: all(n.applied_height() >= head for n in self.nodes.values()),
             self.timing.recovery_timeout,
@@ -1126,10 +1458,12 @@ class ChaosRun:
                 )
             node.poll()
         self._archive()
+        self._compare_members("at the end of the run")
         dump = {
             "seed": self.seed,
             "timing": self.timing.__dict__,
             "faults": [f.as_dict() for f in self.faults],
+            "etcd_faults": self.etcd_faults,
         }
         (self.base / "faults.json").write_text(json.dumps(dump, indent=1))
         self.verdict = judge(
@@ -1139,5 +1473,7 @@ class ChaosRun:
             self.timing,
             final_head=head,
             extra=self.harness_violations,
+            etcd_faults=self.etcd_faults,
+            unverified_ok=False,  # the archive reads after every fault, long before pruning
         )
         return self.verdict

@@ -43,9 +43,8 @@ from etcdraft import (
     RaftBlockState,
 )
 from etcdraft._deadline import Deadline
-from etcdraft.etcd import EtcdClient
+from etcdraft.etcd import EtcdClient, prefix_end
 from etcdraft.keys import Keys
-from etcdraft.node import MAX_ENTRY_BYTES
 
 FAST = {
     "election_timeout": "1s",
@@ -77,7 +76,9 @@ class Group:
         self.raw = EtcdClient(self.endpoints, name="test-raw")
         self.keys = Keys(namespace)
 
-    def start(self, ids: Sequence[str], *, peers: Sequence[str] | None = None) -> list[Node]:
+    def start(
+        self, ids: Sequence[str], *, peers: Sequence[str] | None = None, bootstrap: bool = True
+    ) -> list[Node]:
         peer_ids = list(peers) if peers is not None else list(ids)
         peer_list = ",".join(f"{p}@127.0.0.1:{7200 + i}" for i, p in enumerate(peer_ids))
         new = []
@@ -88,7 +89,7 @@ class Group:
                     endpoints=self.endpoints,
                     namespace=self.namespace,
                     peers=peer_list,
-                    bootstrap=True,
+                    bootstrap=bootstrap,
                     **FAST,
                 )
             )
@@ -258,27 +259,77 @@ def test_skipped_entry_does_not_block_wait_applied(group: Group) -> None:
 # --------------------------------------------------------------------------- two clusters
 
 
-def test_two_clusters_sharing_a_namespace_never_double_sign(group: Group) -> None:
-    """Safety whatever the detection: the second group is refused (ConfigError), or
-    (today) its bootstrap is skipped because membership exists: its nodes are not
-    members, never lead and only follow the first group's chain."""
+def test_two_groups_producing_on_the_same_keys_never_double_sign(group: Group) -> None:
+    """Two groups of nodes really run on one namespace: group b, refused at bootstrap
+    (the next test), is made a member by writing its membership keys directly (as a
+    misconfigured operator could) and starts without bootstrap. Each group has its
+    own producer, broadcasting its own blocks at the heights its nodes see next,
+    concurrently, while leadership is moved from group a to group b. Whatever etcd
+    holds is the truth: every acknowledged block is the one stored at its height, no
+    height is acknowledged twice, both groups acknowledged blocks, and every node's
+    apply stream is etcd's log."""
     a1, a2 = group.start(["a1", "a2"])
-    leader = group.leader([a1, a2])
-    leader.broadcast(block(1))
+    group.leader([a1, a2]).broadcast(block(1))
+    group.put(group.keys.member("b1"), b"127.0.0.1:7301")
+    group.put(group.keys.member("b2"), b"127.0.0.1:7302")
+    b1, b2 = group.start(["b1", "b2"], bootstrap=False)
+    sides = {"a": [a1, a2], "b": [b1, b2]}
+    acks: list[tuple[str, int, bytes]] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def produce(side: str) -> None:
+        while not stop.is_set():
+            node = next((n for n in sides[side] if n.is_leader()), None)
+            if node is None:
+                stop.wait(0.005)
+                continue
+            state = block(node.get_state().height + 1, salt=side.encode())
+            try:
+                node.broadcast(state)
+            except EtcdraftError:
+                continue  # not leading any more, or the height was taken
+            with lock:
+                acks.append((side, state.height, state.hash))
+
+    threads = [threading.Thread(target=produce, args=(side,)) for side in sides]
+    for t in threads:
+        t.start()
     try:
-        others = group.start(["b1", "b2"])  # a second "cluster", same namespace
-    except ConfigError:
-        others = []
-    assert group.leader() is leader
-    for h in range(2, 4):
-        leader.broadcast(block(h))
-    for node in [a1, a2, *others]:
-        group.wait_height(node, 3)
-    for node in others:
-        assert not node.is_leader()
-        assert sorted(node.members()) == ["a1", "a2"]
-    assert_clean_stream(group, "a1", 3)
-    assert_clean_stream(group, "a2", 3)
+        wait_until(lambda: len({s for s, _, _ in acks}) == 1, 10, "group a produced")
+        # move leadership until group b leads (resign hands it to the most up-to-date)
+        for _ in range(10):
+            leader = group.leader()
+            if leader in sides["b"]:
+                break
+            with contextlib.suppress(EtcdraftError):
+                leader.resign_leader()
+        wait_until(lambda: {s for s, _, _ in acks} == {"a", "b"}, 10, "both groups produced")
+        top = max(x for _, x, _ in acks)
+        wait_until(lambda: max(x for _, x, _ in acks) >= top + 5, 10, "production went on")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    stored = {
+        group.keys.parse(kv.key).number: kv.value
+        for kv in group.raw.range(
+            group.keys.log_prefix, prefix_end(group.keys.log_prefix), Deadline(5.0)
+        ).kvs
+    }
+    by_height: dict[int, set[bytes]] = {}
+    for _side, height, digest in acks:
+        by_height.setdefault(height, set()).add(digest)
+    assert all(len(d) == 1 for d in by_height.values()), f"double sign: {by_height}"
+    for _side, height, digest in acks:
+        assert RaftBlockState.FromString(stored[height]).hash == digest, f"height {height}"
+    head = max(stored)
+    assert sorted(stored) == list(range(1, head + 1))
+    for node in group.nodes:
+        group.wait_height(node, head)
+        msgs = group.stream(node.node_id)
+        assert [m.state.height for m in msgs] == list(range(1, head + 1)), node.node_id
+        assert all(m.state.SerializeToString() == stored[m.state.height] for m in msgs)
 
 
 def test_two_clusters_sharing_a_namespace_is_detected(group: Group) -> None:
@@ -295,11 +346,19 @@ def test_oversize_state_is_refused_before_writing_and_the_stream_goes_on(group: 
     group.start(["a", "b"])
     leader = group.leader()
     leader.broadcast(block(1))
-    for size in (MAX_ENTRY_BYTES + 1, 4 * 1024 * 1024):
+    # over one etcd request is fine now (pieces); over max_block_bytes is refused
+    for size in (leader.config.max_block_bytes + 1, 2 * leader.config.max_block_bytes):
+        oversize = block(2, size=size)  # built first: tens of MB take a while
         began = time.monotonic()
-        with pytest.raises(InvalidStateError, match=r"too large|request limit|bytes"):
-            leader.broadcast(block(2, size=size))
-        assert time.monotonic() - began < 2.0
+        with pytest.raises(InvalidStateError, match=r"max_block_bytes"):
+            group.leader().broadcast(oversize)
+        assert time.monotonic() - began < 5.0
+    assert (
+        group.raw.range(
+            group.keys.blocks_prefix, prefix_end(group.keys.blocks_prefix), Deadline(5.0)
+        ).kvs
+        == []
+    ), "pieces of an oversize state written"
     assert group.raw.get(group.keys.log(2), Deadline(5.0)) is None, "oversize state written"
     group.leader().broadcast(block(2))
     for node in group.nodes:

@@ -1,8 +1,14 @@
 """Unit tests of the chaos judge (``chaos_harness.judge``) on synthetic records: it
-must pass a clean history and catch each kind of violation (double sign, lost or
-altered acknowledgement, disordered or gapped apply stream, applied block not the
-stored one, slow failover, acknowledgements without quorum, slow recovery of
-production, a stale leader acknowledging, a node that never caught up)."""
+must pass a clean history and catch each kind of violation (double sign, lost,
+altered or unverifiable acknowledgement, disordered or gapped apply stream, applied
+block not the stored one or not stored at all, a log with holes, undecodable values
+or values changing between reads, slow failover, acknowledgements without quorum or
+while cut off, slow recovery of production, a stale leader acknowledging, a node that
+never caught up), and report etcd's own faults apart.
+
+The judge's independent reader (``etcd_raw``: raw gRPC range reads and a decoder of
+the wire format written for the test) is checked against the library's encoding and
+against real etcd."""
 
 from __future__ import annotations
 
@@ -13,7 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chaos_harness import EtcdLog, Fault, LogEntry, Timing, Verdict, judge
+from chaos_harness import EtcdLog, Fault, LogEntry, Timing, Verdict, judge, read_etcd_log
+from etcd_raw import MANIFEST_MAGIC, RawEtcd, compare_members, decode_block
+
+from etcdraft.proto import RaftBlockState
+from etcdraft.proto.block_manifest_pb2 import BlockManifest
 
 TIMING = Timing()  # election 1 s, send 0.5 s: failover bound 2 s, quorum bound 1 s
 
@@ -270,3 +280,195 @@ def test_torn_last_line_is_tolerated_and_table_renders(tmp_path: Path) -> None:
     table = verdict.table()
     assert "| etcd_pause | 1 |" in table
     assert "no violations" in verdict.report()
+
+
+# --------------------------------------------------------------- the remaining checks
+
+
+def test_applied_block_never_stored_is_caught(tmp_path: Path) -> None:
+    hist = History(tmp_path)
+    hist.node("n2").event("start", 0.0).applies(range(1, 7), 0.1)
+    verdict = judge(hist.dirs, etcd_log(range(1, 6)), [], TIMING)
+    assert checks(verdict) == {"applied-not-in-etcd"}, verdict.report()
+    assert "height 6" in verdict.violations[0].message
+
+
+def test_log_written_out_of_height_order_is_caught(tmp_path: Path) -> None:
+    log = etcd_log(range(1, 6))
+    log.entries[3] = LogEntry(h(3), 1003, 110)  # written after height 4 (revision 104)
+    verdict = judge(History(tmp_path).dirs, log, [], TIMING)
+    assert checks(verdict) == {"etcd-revision"}, verdict.report()
+
+
+def test_changed_corrupt_and_holed_logs_are_caught(tmp_path: Path) -> None:
+    log = etcd_log(range(1, 6))
+    log.changed.append("log/3: hash aaa at revision 103, later hash bbb at revision 120")
+    log.corrupt.append("log/4: truncated varint")
+    log.holes.append("revision 130: 1 height(s) missing between 1 and 5")
+    verdict = judge(History(tmp_path).dirs, log, [], TIMING)
+    assert checks(verdict) == {"etcd-log-changed", "etcd-log-corrupt", "etcd-log-hole"}
+
+
+def test_acks_pruned_before_any_read_fail_a_strict_judge(tmp_path: Path) -> None:
+    # a pruning bug that also moved the marker: invisible to a lenient judge only
+    hist = clean(tmp_path)
+    log = etcd_log(range(11, 21), pruned=10)
+    assert judge(hist.dirs, log, [], TIMING).ok
+    verdict = judge(hist.dirs, log, [], TIMING, unverified_ok=False)
+    assert checks(verdict) == {"unverified-ack"}, verdict.report()
+    assert len(verdict.violations) == 10
+
+
+def test_harness_violations_are_counted_outside_faults(tmp_path: Path) -> None:
+    from chaos_harness import Violation
+
+    hist = clean(tmp_path)
+    extra = [Violation("process-exit", "n1 exited by itself with code -6"),
+             Violation("hung-stop", "n2 did not exit")]  # fmt: skip
+    verdict = judge(hist.dirs, etcd_log(range(1, 21)), [], TIMING, extra=extra)
+    assert checks(verdict) == {"process-exit", "hung-stop"}
+    assert verdict.stats["(outside faults)"].violations == 2
+
+
+def test_etcd_faults_are_reported_apart_from_violations(tmp_path: Path) -> None:
+    hist = clean(tmp_path)
+    fault = "after fault #3 etcd_kill: etcd members disagree on 1 key(s) at revision 90"
+    verdict = judge(hist.dirs, etcd_log(range(1, 21)), [], TIMING, etcd_faults=[fault])
+    assert verdict.ok  # not an etcdraft violation ...
+    assert verdict.etcd_faults == [fault]  # ... but reported, and a run fails on it
+    assert "ETCD FAULT" in verdict.report() and fault in verdict.report()
+
+
+@pytest.mark.parametrize("kind", ["partition_blackhole", "partition_reset", "partition_one_way"])
+def test_acknowledgement_while_cut_off_is_caught(tmp_path: Path, kind: str) -> None:
+    hist = clean(tmp_path, top=30)
+    fault = Fault(kind, "n0", 10.0, 10.6, healed=10.7, was_leader=True)
+    hist.node("n0").ack(21, 10.1)  # recorded just after the cut: an earlier answer
+    assert judge(hist.dirs, etcd_log(range(1, 31)), [fault], TIMING).ok
+    hist.node("n0").ack(22, 10.4)  # no answer can reach it by then
+    verdict = judge(hist.dirs, etcd_log(range(1, 31)), [fault], TIMING)
+    assert checks(verdict) == {"ack-while-partitioned"}, verdict.report()
+
+
+@pytest.mark.parametrize(
+    ("long", "new_leader_after", "ok"),
+    [(True, 1.2, True), (True, 2.5, False), (True, None, False), (False, None, True)],
+)
+def test_leader_cut_off_past_its_lease_must_be_replaced(
+    tmp_path: Path, long: bool, new_leader_after: float | None, ok: bool
+) -> None:
+    hist = clean(tmp_path, top=30)
+    if new_leader_after is not None:
+        hist.node("n1").event("leader", 10.0 + new_leader_after)
+    end = 13.0 if long else 10.5
+    fault = Fault(
+        "partition_blackhole", "n0", 10.0, end, healed=end + 0.2, was_leader=True, long=long
+    )
+    verdict = judge(hist.dirs, etcd_log(range(1, 31)), [fault], TIMING)
+    assert verdict.ok is ok, verdict.report()
+    if not ok:
+        assert checks(verdict) == {"slow-failover"}
+    if new_leader_after is not None and new_leader_after < 2.0:
+        assert verdict.stats["partition_blackhole"].worst_failover == pytest.approx(
+            new_leader_after
+        )
+
+
+def test_cut_off_leader_acknowledging_after_the_heal_is_caught(tmp_path: Path) -> None:
+    hist = clean(tmp_path, top=30)
+    hist.node("n1").event("leader", 11.2)
+    hist.node("n0").event("lost", 12.0)
+    fault = Fault("partition_one_way", "n0", 10.0, 12.5, healed=12.8, was_leader=True, long=True)
+    hist.node("n0").ack(22, 14.0)  # deposed meanwhile, never re-elected
+    verdict = judge(hist.dirs, etcd_log(range(1, 31)), [fault], TIMING)
+    assert checks(verdict) == {"stale-leader-ack"}, verdict.report()
+    # its role records said "leader" from 0.1 until 12.0, n1's from 11.2: 0.8 s of overlap
+    assert verdict.stats["partition_one_way"].worst_overlap == pytest.approx(0.8)
+    hist.node("n0").event("leader", 13.5)  # elected again: its acknowledgement is fine
+    assert judge(hist.dirs, etcd_log(range(1, 31)), [fault], TIMING).ok
+
+
+# --------------------------------------------------------------- the independent reader
+
+
+def _state(height: int, **kw: Any) -> RaftBlockState:
+    return RaftBlockState(height=height, timestamp=(1_700_000_000_000_000_000 + height) % 2**64,
+                          hash=hashlib.sha256(b"%d" % height).digest(), **kw)  # fmt: skip
+
+
+@pytest.mark.parametrize("height", [1, 127, 128, 300, 2**32 + 5, 2**64 - 1])
+def test_decoder_agrees_with_the_protobuf_encoding(height: int) -> None:
+    state = _state(height, header=b"h" * 200, data=b"\x00" * 70_000,
+                   last_submitted_da_header_height=7)  # fmt: skip
+    block = decode_block(state.SerializeToString())
+    assert (block.height, block.timestamp, block.hash) == (
+        state.height,
+        state.timestamp,
+        state.hash,
+    )
+    assert not block.manifest
+
+
+def test_decoder_reads_a_large_block_manifest() -> None:
+    manifest = BlockManifest(
+        height=9, timestamp=99, hash=b"\x01" * 32, size=10**7, sha256=b"\x02" * 32,
+        nonce="ab12", pieces=7, piece_size=1 << 20,
+    )  # fmt: skip
+    block = decode_block(MANIFEST_MAGIC + manifest.SerializeToString())
+    assert (block.height, block.timestamp, block.hash, block.manifest) == (
+        9,
+        99,
+        b"\x01" * 32,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        _state(5).SerializeToString()[:-3],  # truncated inside the hash
+        b"\x08\xff\xff",  # truncated varint
+        b"\x0b\x01",  # wire type 3 (a group)
+        b"\x0a\x01x",  # height as bytes
+        b"hello world",
+    ],
+)
+def test_decoder_refuses_what_is_not_a_block(value: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_block(value)
+
+
+def test_raw_reader_reads_real_etcd(etcd: Any, namespace: str) -> None:
+    with RawEtcd(etcd.endpoints[0]) as conn:
+        ns = namespace.encode()
+        for x in range(3, 8):
+            conn.put(ns + b"/log/%020d" % x, _state(x).SerializeToString())
+        conn.put(ns + b"/pruned", b"2")
+        log = read_etcd_log([conn], namespace)
+        assert sorted(log.entries) == [3, 4, 5, 6, 7]
+        assert log.entries[5].hash == _state(5).hash.hex()
+        assert log.pruned == 2 and not log.corrupt and not log.holes
+        # a foreign value, a value of another height, and a hole at 9 (pruning deletes
+        # only the oldest heights: one read must be contiguous)
+        conn.put(ns + b"/log/%020d" % 8, b"garbage")
+        conn.put(ns + b"/log/%020d" % 10, _state(11).SerializeToString())
+        log = read_etcd_log([conn], namespace)
+        assert any("log/8" in c for c in log.corrupt), log.corrupt
+        assert any("log/10 holds height 11" in c for c in log.corrupt), log.corrupt
+        conn.put(ns + b"/log/%020d" % 12, _state(12).SerializeToString())
+        log = read_etcd_log([conn], namespace)
+        assert any("missing between 3 and 12" in x for x in log.holes), log.holes
+
+
+def test_members_that_disagree_are_reported(etcd_cluster_factory: Any) -> None:
+    # two single-member clusters given the same history but one different value stand
+    # for two members of one cluster that diverged (etcd 3.5.0-3.5.2 after a SIGKILL)
+    ns = "/etcdraft-test/disagree"
+    urls = [etcd_cluster_factory(size=1).endpoints[0], etcd_cluster_factory(size=1).endpoints[0]]
+    for url, value in zip(urls, (b"one", b"two"), strict=True):
+        with RawEtcd(url) as conn:
+            for _ in range(3):  # the same revisions on both
+                conn.put(ns.encode() + b"/same", b"x")
+            conn.put(ns.encode() + b"/log/1", value)
+    _, diffs = compare_members(urls, ns)
+    assert [d.key for d in diffs] == [ns.encode() + b"/log/1"], diffs

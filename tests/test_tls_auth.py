@@ -14,8 +14,10 @@ Every etcd here is started by ``etcdraft.embedded.EtcdCluster`` on loopback:
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -25,13 +27,14 @@ from typing import Any
 
 import grpc
 import pytest
-from certs import CertPaths, make_certs, make_jwt_keys
+from certs import CertPaths, make_certs, make_client_cert, make_jwt_keys
 from helpers import wait_until
 
-from etcdraft import Config, EtcdAuthError, Node, RaftBlockState
+from etcdraft import Config, EtcdAuthError, EtcdraftError, Node, RaftBlockState
 from etcdraft._deadline import Deadline
 from etcdraft.embedded import EtcdCluster, TLSFiles, find_etcdctl_binary
 from etcdraft.etcd import EtcdClient, pb
+from etcdraft.testing import FaultProxy
 from etcdraft.watch import Watcher
 
 pytestmark = pytest.mark.timeout(90)
@@ -218,6 +221,104 @@ def test_node_over_tls_with_client_cert_leads_and_broadcasts(
     assert RaftBlockState.FromString(kv.value) == state
 
 
+def _replace(path: Path, data: bytes) -> None:
+    """Replace a file atomically, as a certificate manager does."""
+    tmp = path.with_suffix(path.suffix + ".new")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _not_after(cert: str) -> float:
+    """The certificate's expiry, as a ``time.time()`` value."""
+    out = subprocess.run(
+        ["openssl", "x509", "-in", cert, "-noout", "-enddate"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    stamp = out.strip().split("=", 1)[1]
+    return (
+        datetime.datetime.strptime(stamp, "%b %d %H:%M:%S %Y %Z")
+        .replace(tzinfo=datetime.timezone.utc)
+        .timestamp()
+    )
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("server_too", [False, True], ids=["client-cert", "client-ca-server"])
+def test_rotated_certificates_take_effect_on_the_next_connection(
+    tmp_path: Path, nodes, namespace: str, server_too: bool
+) -> None:
+    """A node starts with a client certificate that expires during the run. Its
+    client certificate and key, its CA bundle and etcd's server certificate are then
+    replaced on disk (a new CA, B); once the old certificate has expired, every
+    connection is dropped: the node reconnects with the new files, without a restart,
+    and goes on broadcasting. The old files alone are refused by then."""
+    a = make_certs(tmp_path / "a", client_cn="root")
+    b = make_certs(tmp_path / "b", client_cn="root", ca_cn="etcdraft-test-ca-b")
+    both = tmp_path / "trust-a-b.pem"  # etcd trusts client certificates of A and B
+    both.write_bytes(Path(a.ca_file).read_bytes() + Path(b.ca_file).read_bytes())
+    srv_crt, srv_key = tmp_path / "server.crt", tmp_path / "server.key"
+    srv_crt.write_bytes(Path(a.server_cert_file).read_bytes())
+    srv_key.write_bytes(Path(a.server_key_file).read_bytes())
+    short_crt, short_key = make_client_cert(a, "short", valid_for=15)
+    expires = _not_after(short_crt)
+    node_ca, node_crt, node_key = (tmp_path / n for n in ("node-ca.pem", "node.crt", "node.key"))
+    node_ca.write_bytes(Path(a.ca_file).read_bytes())
+    node_crt.write_bytes(Path(short_crt).read_bytes())
+    node_key.write_bytes(Path(short_key).read_bytes())
+    tls = TLSFiles(
+        ca_file=str(both), cert_file=str(srv_crt), key_file=str(srv_key),
+        client_cert_auth=True,
+        client_cert_file=a.client_cert_file, client_key_file=a.client_key_file,
+    )  # fmt: skip
+    with (
+        EtcdCluster(size=1, tls=tls) as cluster,
+        FaultProxy(cluster.members[0].client_port, scheme="https") as proxy,
+    ):
+        files = {"tls_ca_file": str(node_ca), "tls_cert_file": str(node_crt),
+                 "tls_key_file": str(node_key)}  # fmt: skip
+        node = nodes(_config([proxy.url], namespace, **files))
+        node.start()
+        wait_until(node.is_leader, 10, "the node leads")
+        node.broadcast(_state(1))
+        assert time.time() < expires, "too slow: the short certificate expired before use"
+
+        # rotation, on disk only: the node is not told
+        _replace(node_crt, Path(b.client_cert_file).read_bytes())
+        _replace(node_key, Path(b.client_key_file).read_bytes())
+        if server_too:  # a new CA bundle, and etcd's certificate from the new CA
+            _replace(node_ca, Path(a.ca_file).read_bytes() + Path(b.ca_file).read_bytes())
+            _replace(srv_crt, Path(b.server_cert_file).read_bytes())  # read per handshake
+            _replace(srv_key, Path(b.server_key_file).read_bytes())
+
+        wait_until(lambda: time.time() > expires + 1, 30, "the old client certificate expired")
+        before = proxy.connections
+        proxy.drop_connections()
+
+        def broadcasts(height: int) -> bool:
+            try:
+                node.broadcast(_state(height))  # the same block again is safe
+            except EtcdraftError:
+                return False
+            return True
+
+        for h in (2, 3):
+            wait_until(lambda h=h: broadcasts(h), 20, f"broadcast {h} after the rotation")
+        assert proxy.connections > before, "no new connection was made"
+        assert node.get_state() == _state(3)
+
+        # the old files are refused now: it was the new ones that connected
+        old_dir = tmp_path / "old"
+        old_dir.mkdir()
+        (old_dir / "ca.pem").write_bytes(Path(a.ca_file).read_bytes())
+        old = EtcdClient(cluster.endpoints, ca_file=str(old_dir / "ca.pem"),
+                         cert_file=short_crt, key_file=short_key)  # fmt: skip
+        try:
+            with pytest.raises(EtcdAuthError):
+                old.get(b"/any", Deadline(5.0))
+        finally:
+            old.close()
+
+
 def test_wrong_ca_fails_start_fast_with_a_tls_error(
     tls_etcd: EtcdCluster, pki: tuple[CertPaths, CertPaths], nodes, namespace: str
 ) -> None:
@@ -352,6 +453,79 @@ def test_watch_liveness_probe_works_for_a_user_confined_to_the_namespace(
     finally:
         watcher.stop()
         client.close()
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``etcdraft <args>`` with only ``env``'s ETCDRAFT_* settings."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ETCDRAFT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "etcdraft.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env={**base, **env},
+    )
+
+
+def test_least_privilege_role_runs_nodes_and_every_operator_tool(
+    auth_etcd: EtcdCluster, nodes
+) -> None:
+    """The role of docs/operations.md ("Roles"): readwrite on ``<namespace>/`` and
+    nothing else. Nodes lead, follow, broadcast and prune with it; the operator tools
+    (status, watch, members list/add/remove, resign) work with it; the read-only role
+    is enough for status and watch. Both roles are granted the prefix only."""
+    ns = _auth_namespace()
+    assert ns.startswith(AUTH_ROOT + "/")  # app-role: readwrite on AUTH_ROOT/ only
+    root = f"root:{ROOT_PW}"
+    ep = auth_etcd.endpoints[0]
+    role = _etcdctl(ep, "role", "get", "app-role", user=root)
+    assert f"[{AUTH_ROOT}/, {AUTH_ROOT}0)" in role and role.count("[") == 2, role  # read + write
+    viewer, viewer_pw = f"viewer-{uuid.uuid4().hex[:6]}", "viewerpw"
+    _etcdctl(ep, "role", "add", f"{viewer}-ro", user=root)
+    _etcdctl(ep, "role", "grant-permission", f"{viewer}-ro", "--prefix=true", "read",
+             ns + "/", user=root)  # fmt: skip
+    _etcdctl(ep, "user", "add", f"{viewer}:{viewer_pw}", user=root)
+    _etcdctl(ep, "user", "grant-role", viewer, f"{viewer}-ro", user=root)
+
+    creds = {"username": "app", "password": APP_PW}
+    leader, _ = _lead_broadcast_follow(
+        nodes, auth_etcd.endpoints, ns, trailing_logs=2, snapshot_threshold=2, **creds
+    )
+    for h in range(2, 9):
+        leader.broadcast(_state(h))
+    client = EtcdClient(auth_etcd.endpoints, username="app", password=APP_PW)
+    try:
+        wait_until(
+            lambda: (kv := client.get(leader.keys.pruned, Deadline(5.0))) and int(kv.value) > 0,
+            10,
+            "the leader pruned the log",
+        )
+    finally:
+        client.close()
+
+    app = {"ETCDRAFT_ENDPOINTS": ep, "ETCDRAFT_NAMESPACE": ns,
+           "ETCDRAFT_USERNAME": "app", "ETCDRAFT_PASSWORD": APP_PW}  # fmt: skip
+    ro = {**app, "ETCDRAFT_USERNAME": viewer, "ETCDRAFT_PASSWORD": viewer_pw}
+    for env in (app, ro):
+        out = _cli("status", "--json", env=env)
+        assert out.returncode == 0, out.stderr
+        assert '"n1"' in out.stdout and '"n2"' in out.stdout, out.stdout
+        out = _cli("watch", "--from-height", "8", "--count", "1", "--json", env=env)
+        assert out.returncode == 0, out.stderr
+        assert '"height": 8' in out.stdout.replace('"height":8', '"height": 8'), out.stdout
+    out = _cli("members", "list", env=app)
+    assert out.returncode == 0 and "n1" in out.stdout, out
+    out = _cli("members", "add", "n3", "127.0.0.1:7003", env=app)
+    assert out.returncode == 0, out.stderr
+    out = _cli("members", "remove", "n3", env=app)
+    assert out.returncode == 0, out.stderr
+    out = _cli("members", "add", "n2", "127.0.0.1:7002", env=app)  # n2 may lead now
+    assert out.returncode == 0, out.stderr
+    out = _cli("resign", env=app)
+    assert out.returncode == 0, out.stderr
+    wait_until(lambda: not leader.is_leader(), 10, "leadership moved away from n1")
 
 
 # ---------------------------------------------------------------------------- token expiry

@@ -66,8 +66,11 @@ def etcd_binary() -> str:
 # --------------------------------------------------------------------------- blocks
 
 
-def make_state(height: int, prev_ts: int, rng: random.Random | None = None) -> Any:
-    """A RaftBlockState of ~ENTRY_BYTES encoded bytes, timestamp above prev_ts."""
+def make_state(
+    height: int, prev_ts: int, rng: random.Random | None = None, size: int = ENTRY_BYTES
+) -> Any:
+    """A RaftBlockState of ``size`` encoded bytes (~ENTRY_BYTES by default; a few bytes
+    off at most), timestamp above prev_ts."""
     from etcdraft.proto import RaftBlockState
 
     rng = rng or random.Random(height)
@@ -80,9 +83,36 @@ def make_state(height: int, prev_ts: int, rng: random.Random | None = None) -> A
         hash=rng.randbytes(32),
         header=rng.randbytes(128),
     )
-    pad = ENTRY_BYTES - st.ByteSize() - 3
+    # the data field's tag and length take 1 + 1..4 bytes
+    pad = size - st.ByteSize() - 1 - len(_varint_len(size))
     st.data = rng.randbytes(max(0, pad))
     return st
+
+
+def _varint_len(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(n & 0x7F)
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def parse_size(text: str) -> int:
+    """``600``, ``100KB``, ``1MB`` (10^6 bytes), ``1MiB`` (2^20 bytes)."""
+    t = text.strip().upper().replace(" ", "")
+    for suffix, mult in (("KIB", 2**10), ("MIB", 2**20), ("KB", 10**3), ("MB", 10**6), ("B", 1)):
+        if t.endswith(suffix):
+            return int(float(t[: -len(suffix)]) * mult)
+    return int(t)
+
+
+def size_label(n: int) -> str:
+    """``1 MB``, ``1 MiB``, ``600 B``: the form the size was most likely given in."""
+    for unit, mult in (("MiB", 2**20), ("MB", 10**6), ("KiB", 2**10), ("KB", 10**3)):
+        if n >= mult and n % mult == 0:
+            return f"{n // mult} {unit}"
+    return f"{n} B"
 
 
 # --------------------------------------------------------------------------- stats

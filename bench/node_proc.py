@@ -4,9 +4,12 @@ Commands (one JSON object a line; one JSON answer a line):
 
 * ``status``: role, height, pid.
 * ``wait_leader {timeout}``: until this node leads.
-* ``run {n, interval, out}``: ``n`` sequential broadcasts (``interval`` seconds apart
-  start to start; 0 = back to back); writes ``height t_start t_end`` lines to ``out``
-  and answers with the count (the leader side of the broadcast benchmark).
+* ``run {n, interval, out, state_bytes}``: ``n`` sequential broadcasts of states of
+  ``state_bytes`` encoded bytes (~600 by default), ``interval`` seconds apart start to
+  start (0 = back to back); writes ``height t_start t_end`` lines to ``out`` and answers
+  with the count (the leader side of the broadcast benchmark). When the first
+  broadcast raises ``InvalidStateError`` (a state too large for the node), answers
+  ``{"n": 0, "refused": <message>}``.
 * ``flush {out}``: write the apply stamps recorded since the last flush
   (``height t`` lines: ``time.monotonic()`` taken inside ``put_nowait``) to ``out``.
 * ``resign``: ``resign_leader()``; answers with the monotonic time of the call.
@@ -28,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import make_state, serve, write_lines
+from bench.common import ENTRY_BYTES, make_state, serve, write_lines
 
 
 class StampQueue:
@@ -89,6 +92,7 @@ def main() -> int:
         EtcdraftError,
         EtcdUnavailableError,
         HeightConflictError,
+        InvalidStateError,
         LeadershipLostError,
         NotLeaderError,
     )
@@ -200,13 +204,15 @@ def main() -> int:
             node.wait_role_change(False, 0.05)
         return h_status()
 
-    def h_run(n: int, interval: float = 0.0, out: str = "") -> dict[str, Any]:
+    def h_run(
+        n: int, interval: float = 0.0, out: str = "", state_bytes: int = 0, **_: Any
+    ) -> dict[str, Any]:
         rows: list[tuple[int, float, float]] = []
         head = node.get_state()
         h, ts = head.height, head.timestamp
         states = []
         for i in range(n):  # built before the clock runs, as on the raw side
-            st = make_state(h + 1 + i, ts)
+            st = make_state(h + 1 + i, ts, size=state_bytes or ENTRY_BYTES)
             ts = st.timestamp
             states.append(st)
         mono = time.monotonic
@@ -220,7 +226,13 @@ def main() -> int:
                         time.sleep(delay)
                     next_at += interval
                 t0 = mono()
-                bcast(st)
+                try:
+                    bcast(st)
+                except InvalidStateError as exc:
+                    if rows:
+                        raise
+                    # the node refuses a state of this size: reported, not an error
+                    return {"n": 0, "refused": str(exc)}
                 rows.append((st.height, t0, mono()))
         if out:
             write_lines(out, rows)

@@ -26,6 +26,8 @@ def make_plots(results: dict[str, Any], outdir: Path, prefix: str = "") -> list[
     outdir.mkdir(parents=True, exist_ok=True)
     made: list[Path] = []
     dists = results.get("distributions") or {}
+    raw = {"grpc": "raw gRPC", "etcd3gw": "raw etcd3gw"}.get(results.get("raw_client", ""), "raw")
+    fsync = "fsync on" if results.get("etcd_fsync", True) else "no fsync"
     sizes = [k for k in ("broadcast1", "broadcast3") if k in dists]
     if sizes:
         fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.2), squeeze=False)
@@ -33,11 +35,13 @@ def make_plots(results: dict[str, Any], outdir: Path, prefix: str = "") -> list[
             d = dists[key]["load"]
             b = results[key]
             _cdf(ax, d["etcdraft"]["lat_ms"], "etcdraft Node.broadcast", COLORS["etcdraft"])
-            _cdf(ax, d["raw"]["lat_ms"], "raw etcd3gw txn (same write)", COLORS["raw"])
+            _cdf(ax, d["raw"]["lat_ms"], f"{raw} txn (same write)", COLORS["raw"])
             ax.set_xscale("log")
             ax.set_xlabel("latency (ms, log scale)")
             ax.set_ylabel("fraction of writes")
-            ax.set_title(f"sequential write latency, {b['size']}-member etcd {b['etcd_version']}")
+            ax.set_title(
+                f"sequential write latency, {b['size']}-member etcd {b['etcd_version']}, {fsync}"
+            )
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(loc="lower right")
         fig.tight_layout()
@@ -59,11 +63,11 @@ def make_plots(results: dict[str, Any], outdir: Path, prefix: str = "") -> list[
                     COLORS["etcdraft"],
                     style,
                 )
-                _cdf(ax, d["raw"]["deliver_ms"], f"raw etcd3gw watch, {what}", COLORS["raw"], style)
+                _cdf(ax, d["raw"]["deliver_ms"], f"{raw} watch, {what}", COLORS["raw"], style)
             ax.set_xscale("log")
             ax.set_xlabel("write start -> follower process has it (ms, log scale)")
             ax.set_ylabel("fraction of entries")
-            ax.set_title(f"apply notification latency, {b['size']}-member etcd")
+            ax.set_title(f"apply notification latency, {b['size']}-member etcd, {fsync}")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
@@ -173,7 +177,7 @@ def compare_plot(before: Path, after: Path, out: Path) -> Path:
                 COLORS["etcdraft"],
             )
             raw = a[key]["load"]["raw"][metric] + b[key]["load"]["raw"][metric]
-            _cdf(ax, raw, "raw etcd3gw (both runs)", COLORS["raw"], "--")
+            _cdf(ax, raw, "raw (both runs)", COLORS["raw"], "--")
             ax.set_xscale("log")
             ax.set_xlabel("ms (log scale)")
             ax.set_ylabel("fraction")

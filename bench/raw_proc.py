@@ -1,159 +1,136 @@
-"""The raw baseline in its own process: etcd3gw against the same JSON gateway.
+"""The raw baseline in its own process: the cheapest etcd client there is.
 
-``--role txn``: ``run {n, interval, out}`` does ``n`` sequential transactions through
-``etcd3gw.Etcd3Client.transaction`` that write what ``Node.broadcast`` writes, with
-the same compares (leader key create revision, member key version, log key create
-revision == 0), the same success put (a ~600-byte encoded RaftBlockState under a
-20-digit log key) and the same failure range; writes ``height t_start t_end`` lines.
-Keys that never change are base64-encoded once, the per-write key and value each
-time (what a careful hand-written client does). The requests session ignores proxy
-environment variables (``trust_env = False``), as etcdraft's does.
+``--client grpc`` (the default, the headline baseline): a plain grpcio channel with
+etcd's generated stubs and messages (``bench/grpc_raw.py``), no etcdraft client code.
+``--client etcd3gw``: etcd3gw over etcd's JSON gateway, the baseline of the benchmarks
+before etcdraft moved to gRPC (kept for history).
 
-``--role watch``: one watch stream (``POST /v3/watch``) over the raw prefix, each
-message JSON-decoded and each event's key and value base64-decoded; ``flush {out}``
-writes ``height t`` lines (``time.monotonic()`` after decoding).
+``--role txn``: ``run {n, interval, out, op, state_bytes}`` writes ``n`` blocks one
+after the other (``interval`` seconds apart start to start; 0: back to back) and
+writes ``height t_start t_end`` lines to ``out``. ``op="txn"`` (default) is what
+``Node.broadcast`` writes: one transaction with the same compares (leader key create
+revision == term, member key version > 0, log key create revision == 0), the same
+success put (an encoded RaftBlockState of ``state_bytes``, ~600 by default, under a
+20-digit log key) and the same failure range. ``op="put"``: a plain ``KV/Put`` of the
+same bytes under the same key (gRPC only). States are built before the clock runs;
+each write encodes its state and builds its request, what never changes is built once.
+
+``--role watch``: one watch stream over the raw prefix; ``flush {out}`` writes
+``height t`` lines (``time.monotonic()`` once a message is decoded: protobuf for gRPC;
+JSON, then base64 of each event's key and value for etcd3gw).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import os
 import sys
-import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
-import requests
-from etcd3gw.client import Etcd3Client
-
-from bench.common import make_state, serve, write_lines
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+from bench.common import ENTRY_BYTES, make_state, serve, write_lines
+from bench.grpc_raw import Fence, PrefixWatch, log_key, new_channel, pb
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--role", choices=("txn", "watch"), required=True)
+    ap.add_argument("--client", choices=("grpc", "etcd3gw"), default="grpc")
     ap.add_argument("--endpoint", required=True)
     ap.add_argument("--prefix", required=True)
     args = ap.parse_args()
-    url = urlsplit(args.endpoint)
-    session = requests.Session()
-    session.trust_env = False
-    client = Etcd3Client(
-        host=url.hostname or "127.0.0.1", port=url.port or 2379, api_path="/v3/", session=session
-    )
     prefix = args.prefix.rstrip("/").encode() + b"/"
     log_prefix = prefix + b"log/"
+    if args.client == "etcd3gw":
+        from bench import raw_etcd3gw
 
+        if args.role == "txn":
+            return raw_etcd3gw.run_txn(args.endpoint, prefix, log_prefix)
+        return raw_etcd3gw.run_watch(args.endpoint, prefix, log_prefix)
     if args.role == "txn":
-        return run_txn(client, prefix, log_prefix)
-    return run_watch(args.endpoint, session, prefix, log_prefix)
+        return run_txn(args.endpoint, prefix, log_prefix)
+    return run_watch(args.endpoint, prefix, log_prefix)
 
 
-def run_txn(client: Etcd3Client, prefix: bytes, log_prefix: bytes) -> int:
-    leader_key = prefix + b"election/694d8a1b2c3d4e5f"
-    member_key = prefix + b"members/raw"
+def build_states(state: dict[str, int], n: int, size: int) -> list[Any]:
+    """``n`` states after the last one written (``state``: height, timestamp)."""
+    h, ts = state["height"], state["ts"]
+    states = []
+    for i in range(n):
+        st = make_state(h + 1 + i, ts, size=size)
+        ts = st.timestamp
+        states.append(st)
+    state["height"], state["ts"] = h + n, ts
+    return states
+
+
+def timed_writes(
+    states: Sequence[Any], interval: float, write: Callable[[Any], None], out: str
+) -> dict[str, Any]:
+    """Write each state with ``write`` (spaced by ``interval``); record the times."""
+    rows: list[tuple[int, float, float]] = []
+    mono = time.monotonic
+    next_at = mono()
+    for st in states:
+        if interval > 0:
+            delay = next_at - mono()
+            if delay > 0:
+                time.sleep(delay)
+            next_at += interval
+        t0 = mono()
+        write(st)
+        rows.append((st.height, t0, mono()))
+    if out:
+        write_lines(out, rows)
+    return {"n": len(rows)}
+
+
+def run_txn(endpoint: str, prefix: bytes, log_prefix: bytes) -> int:
+    channel = new_channel(endpoint)
+    from etcdraft.proto import etcd_rpc_pb2_grpc as pb_grpc
+
+    kv = pb_grpc.KVStub(channel)
     # set-up: the "leader key" and the "member key" exist, as for a leading node
-    client.post(
-        client.get_url("/kv/put"), data=json.dumps({"key": b64(member_key), "value": b64(b"raw:1")})
-    )
-    hdr = client.post(
-        client.get_url("/kv/put"), data=json.dumps({"key": b64(leader_key), "value": b64(b"raw")})
-    )
-    leader_rev = str(hdr["header"]["revision"])
-    leader_b64, member_b64 = b64(leader_key), b64(member_key)
+    fence = Fence(kv, prefix)
+    txn_call, put_call = kv.Txn, kv.Put
     state = {"height": 0, "ts": 0}
 
-    def h_run(n: int, interval: float = 0.0, out: str = "") -> dict[str, Any]:
-        h, ts = state["height"], state["ts"]
-        states = []
-        for i in range(n):
-            st = make_state(h + 1 + i, ts)
-            ts = st.timestamp
-            states.append(st)
-        rows: list[tuple[int, float, float]] = []
-        mono = time.monotonic
-        next_at = mono()
-        for st in states:
-            if interval > 0:
-                delay = next_at - mono()
-                if delay > 0:
-                    time.sleep(delay)
-                next_at += interval
-            t0 = mono()
-            log_key = b64(log_prefix + str(st.height).zfill(20).encode())
-            txn = {
-                "compare": [
-                    {
-                        "key": leader_b64,
-                        "target": "CREATE",
-                        "result": "EQUAL",
-                        "create_revision": leader_rev,
-                    },
-                    {"key": member_b64, "target": "VERSION", "result": "GREATER", "version": "0"},
-                    {"key": log_key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"},
-                ],
-                "success": [
-                    {"request_put": {"key": log_key, "value": b64(st.SerializeToString())}}
-                ],
-                "failure": [{"request_range": {"key": log_key}}],
-            }
-            resp = client.transaction(txn)
-            if not resp.get("succeeded"):
-                raise RuntimeError(f"raw txn at height {st.height} failed: {resp}")
-            rows.append((st.height, t0, mono()))
-        state["height"], state["ts"] = h + n, ts
-        if out:
-            write_lines(out, rows)
-        return {"n": len(rows)}
+    def txn(st: Any) -> None:
+        resp = txn_call(
+            fence.txn(log_key(log_prefix, st.height), st.SerializeToString()), timeout=5
+        )
+        if not resp.succeeded:
+            raise RuntimeError(f"raw txn at height {st.height} failed: {resp}")
+
+    def put(st: Any) -> None:
+        put_call(
+            pb.PutRequest(key=log_key(log_prefix, st.height), value=st.SerializeToString()),
+            timeout=5,
+        )
+
+    def h_run(
+        n: int, interval: float = 0.0, out: str = "", op: str = "txn", state_bytes: int = 0
+    ) -> dict[str, Any]:
+        states = build_states(state, n, state_bytes or ENTRY_BYTES)
+        return timed_writes(states, interval, txn if op == "txn" else put, out)
 
     serve({"run": h_run, "status": lambda: {"pid": os.getpid()}})
+    channel.close()
     return 0
 
 
-def run_watch(endpoint: str, session: requests.Session, prefix: bytes, log_prefix: bytes) -> int:
-    end = bytearray(prefix)
-    end[-1] += 1
+def run_watch(endpoint: str, prefix: bytes, log_prefix: bytes) -> int:
     stamps: list[tuple[int, float]] = []
-    started = threading.Event()
-    stop = threading.Event()
     plen = len(log_prefix)
 
-    def loop() -> None:
-        body = {"create_request": {"key": b64(prefix), "range_end": b64(bytes(end))}}
-        while not stop.is_set():
-            try:
-                resp = session.post(
-                    endpoint.rstrip("/") + "/v3/watch",
-                    data=json.dumps(body),
-                    stream=True,
-                    timeout=(1.0, 60.0),
-                )
-                for line in resp.iter_lines(chunk_size=None):
-                    if not line:
-                        continue
-                    msg = json.loads(line)
-                    result = msg.get("result") or {}
-                    if result.get("created"):
-                        started.set()
-                    for ev in result.get("events") or ():
-                        kv = ev.get("kv") or {}
-                        key = base64.b64decode(kv.get("key", ""))
-                        base64.b64decode(kv.get("value", ""))
-                        if key.startswith(log_prefix):
-                            stamps.append((int(key[plen:]), time.monotonic()))
-            except Exception as exc:  # reconnect (bounded by the benchmark's lifetime)
-                print(f"raw watch: {exc}", file=sys.stderr)
-                stop.wait(0.1)
+    def on_events(events: Sequence[Any], now: float) -> None:
+        for ev in events:
+            key = ev.kv.key
+            if key.startswith(log_prefix):
+                stamps.append((int(key[plen:]), now))
 
-    threading.Thread(target=loop, daemon=True, name="raw-watch").start()
-    started.wait(10)
+    watch = PrefixWatch(endpoint, prefix, on_events, name="raw-watch")
 
     def h_flush(out: str) -> dict[str, Any]:
         nonlocal stamps
@@ -161,8 +138,11 @@ def run_watch(endpoint: str, session: requests.Session, prefix: bytes, log_prefi
         write_lines(out, taken)
         return {"n": len(taken)}
 
-    serve({"flush": h_flush, "status": lambda: {"pid": os.getpid(), "ready": started.is_set()}})
-    stop.set()
+    def h_status() -> dict[str, Any]:
+        return {"pid": os.getpid(), "ready": watch.created.is_set() and watch.error is None}
+
+    serve({"flush": h_flush, "status": h_status})
+    watch.close()
     return 0
 
 

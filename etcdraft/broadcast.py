@@ -52,6 +52,8 @@ REQUEST_OVERHEAD = 16 * 1024
 MAX_ENTRY_BYTES = 1572864 - REQUEST_OVERHEAD
 #: Rounds of halving the piece size after etcd refused a piece as too large.
 MAX_SHRINKS = 6
+#: Pieces in flight at once (Txn futures on one connection).
+PIECE_WINDOW = 8
 
 
 class BroadcastMixin(NodeCore):
@@ -284,21 +286,31 @@ class BroadcastMixin(NodeCore):
             manifest = make_manifest(height, state.timestamp, state.hash, data, nonce, piece_size)
             nonce_sized = f"{nonce}-{piece_size:x}"
             manifest.nonce = nonce_sized
+            # the first piece of every window of PIECE_WINDOW carries a heartbeat (with
+            # fast takeover): a long large write keeps the leader's heartbeat going
+            beat = [op_put(self._keys.heartbeat, str(term).encode())]
             txns = [
                 (
                     [fence[2], fence[3], cmp_create(log_key, "EQUAL", 0)],
-                    [op_put(self._keys.piece(height, nonce_sized, i), piece)],
+                    [op_put(self._keys.piece(height, nonce_sized, i), piece)]
+                    + (beat if self._config.fast_takeover and i % PIECE_WINDOW == 0 else []),
                 )
                 for i, piece in enumerate(split(data, piece_size))
             ]
+            sent = [0.0] * len(txns)
             try:
-                results = client.txn_many(txns, deadline)
+                results = client.txn_many(txns, deadline, window=PIECE_WINDOW, sent=sent)
             except EtcdRequestTooLargeError as exc:
                 self._learn_limit(piece_size // 2 + REQUEST_OVERHEAD, exc)
                 continue
             except EtcdUnavailableError:
                 self._ambiguous = True
                 raise
+            if self._config.fast_takeover:
+                for i in range(0, len(results), PIECE_WINDOW):
+                    if results[i].succeeded:
+                        self._heartbeat_acked(sent[i])
+                        self._last_hb_sent = max(self._last_hb_sent, sent[i])
             if not all(r.succeeded for r in results):
                 # the height was taken or leadership lost: the commit transaction,
                 # with the same compares, fails the same way and says which

@@ -499,10 +499,14 @@ class EtcdClient:
         deadline: Deadline,
         *,
         window: int = 8,
+        sent: list[float] | None = None,
     ) -> list[TxnResult]:
         """Run independent transactions concurrently (up to ``window`` in flight) on
         the preferred endpoint, with ``Txn.future``; one that fails transiently is
         retried alone by :meth:`txn`, with failover. Results in the order given.
+
+        With ``sent``, a list as long as ``txns``, each transaction's (last) send time
+        on the monotonic clock is written into it.
 
         Raises:
             the first non-transient error (e.g. EtcdRequestTooLargeError), or
@@ -515,7 +519,10 @@ class EtcdClient:
             batch = range(start, min(start + window, len(txns)))
             metadata = self._metadata(ep, deadline)
             futures = []
+            now = time.monotonic()
             for i in batch:
+                if sent is not None:
+                    sent[i] = now
                 compare, success = txns[i]
                 req = pb.TxnRequest(compare=compare, success=success)
                 futures.append(
@@ -539,6 +546,8 @@ class EtcdClient:
                 results[i] = TxnResult(resp.succeeded, resp.header.revision, list(resp.responses))
         for i in retry:
             compare, success = txns[i]
+            if sent is not None:
+                sent[i] = time.monotonic()
             results[i] = self.txn(compare, success, deadline=deadline)
         return [r for r in results if r is not None]
 

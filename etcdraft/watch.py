@@ -266,11 +266,16 @@ class Watcher:
             self.handler(batch, top)
             self.next_revision = max(self.next_revision, top + 1)
         else:
+            # A progress notification. It does NOT move the resume point: etcd before
+            # 3.4.25/3.5.8 can send one (notably in answer to a progress request) whose
+            # revision is ahead of events not yet sent on the stream (etcd issue
+            # 15220); resuming after it, once the stream broke, lost those events (seen
+            # here: entries missing from an apply stream while members restarted).
+            # Resuming from the last event + 1 re-reads only history without events of
+            # ours, which etcd skips (or a compaction, which the resync heals).
             rev = msg.header.revision
-            if rev >= self.next_revision:  # progress notification
-                self.next_revision = rev + 1
-                if self.on_progress is not None:
-                    self.on_progress(rev)
+            if rev >= self.next_revision and self.on_progress is not None:
+                self.on_progress(rev)
         return ""
 
     def _compacted(self, compact_revision: int) -> str:

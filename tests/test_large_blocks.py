@@ -376,12 +376,11 @@ def test_full_etcd_is_a_typed_error_loses_nothing_and_heals(
         # while etcd was full the leader's heartbeats failed too: another node may
         # have deposed it (fenced, safe); whichever node leads must write again
         resumed: list[Node] = []
+        small = big_block(top + 1, 100_000)  # one block, retried as is (idempotent)
 
         def writes_again() -> bool:
             try:
-                resumed.append(
-                    broadcast_through_any_leader(nodes, big_block(top + 1, 100_000), 5.0)
-                )
+                resumed.append(broadcast_through_any_leader(nodes, small, 5.0))
             except (EtcdNoSpaceError, NotLeaderError, EtcdUnavailableError, AssertionError):
                 return False
             return True

@@ -56,14 +56,21 @@ def is_manifest(value: bytes) -> bool:
 
 
 def make_manifest(
-    height: int, timestamp: int, block_hash: bytes, data: bytes, nonce: str, piece_size: int
+    height: int,
+    timestamp: int,
+    block_hash: bytes,
+    data: bytes,
+    nonce: str,
+    piece_size: int,
+    sha256: bytes | None = None,
 ) -> BlockManifest:
+    """The manifest of ``data``; ``sha256``: its digest when the caller has it already."""
     return BlockManifest(
         height=height,
         timestamp=timestamp,
         hash=block_hash,
         size=len(data),
-        sha256=hashlib.sha256(data).digest(),
+        sha256=sha256 if sha256 is not None else hashlib.sha256(data).digest(),
         nonce=nonce,
         pieces=(len(data) + piece_size - 1) // piece_size,
         piece_size=piece_size,

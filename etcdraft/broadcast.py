@@ -279,13 +279,14 @@ class BroadcastMixin(NodeCore):
         a retry of the same state by the same leader rewrites the same keys."""
         height = state.height
         log_key = self._keys.log(height)
-        digest = hashlib.sha256(data).hexdigest()
-        nonce = f"{term:x}-{digest[:16]}"
+        digest = hashlib.sha256(data).digest()  # once per broadcast, not per attempt
+        nonce = f"{term:x}-{digest.hex()[:16]}"
         for _ in range(MAX_SHRINKS):
             piece_size = max(1024, self._request_limit - REQUEST_OVERHEAD)
-            manifest = make_manifest(height, state.timestamp, state.hash, data, nonce, piece_size)
             nonce_sized = f"{nonce}-{piece_size:x}"
-            manifest.nonce = nonce_sized
+            manifest = make_manifest(
+                height, state.timestamp, state.hash, data, nonce_sized, piece_size, digest
+            )
             # the first piece of every window of PIECE_WINDOW carries a heartbeat (with
             # fast takeover): a long large write keeps the leader's heartbeat going
             beat = [op_put(self._keys.heartbeat, str(term).encode())]

@@ -475,8 +475,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
     print(_table(rows), flush=True)
     if any(t.cause == "unknown" for t in terms):
         print(
-            "HOW unknown: the term record does not say how the term began, and etcd does "
-            "not keep it (see docs/operations.md#history)",
+            "HOW unknown: the term record (written by an earlier version) does not say how "
+            "the term began, and etcd does not keep it (see docs/operations.md#history)",
             file=sys.stderr,
         )
     if hist.pruned:
@@ -822,7 +822,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the terms, newest last: when, which node, how it began, how long it lasted",
         "The terms etcd still records (<ns>/terms/<term>), newest last: the revision the "
         "term began at (etcd keeps no wall-clock time), its leader, how it began (first, "
-        "or unknown: today's term records do not say, see docs/operations.md#history), "
+        "election, takeover or handover, as its record says; see "
+        "docs/operations.md#history), "
         "how long it lasted in revisions and the log entries written in it that etcd "
         "still holds. Pruning the log prunes old records too.",
     )

@@ -36,7 +36,7 @@ from etcdraft.etcd import (
     prefix_end,
 )
 from etcdraft.membership import add_member, check_member_id, remove_member
-from etcdraft.view import Candidate, View
+from etcdraft.view import Candidate, Succession, TermRecord, View
 
 __all__ = ["ElectionMixin"]
 
@@ -114,6 +114,9 @@ class ElectionMixin(NodeCore):
                 cmp_create(target.key, "EQUAL", target.create_revision),
             ]
             ops = [op_delete(my_key)] + [op_delete(c.key) for c in ahead]
+            ops.append(
+                op_put(self._keys.succession, Succession(old_term, "handover", self._id).encode())
+            )
             # maintenance mode (etcdraft pause): name the successor, the one candidate
             # that may claim while paused; compared, so a pause or resume meanwhile
             # fails the handover instead of leaving the successor unable to claim
@@ -256,6 +259,7 @@ class ElectionMixin(NodeCore):
             leader = view.leader()
             my_key, lease, claimed = self._my_key, self._lease, self._claimed
             pause = view.pause  # maintenance mode (etcdraft pause), None when off
+            cause = view.claim_cause()  # how a term claimed now begins (history)
         if not member:
             if mine is not None:
                 self._log.info("node %s is not a member: withdrawing", self._id)
@@ -285,7 +289,9 @@ class ElectionMixin(NodeCore):
             # we are first in line: prove the key is still ours (etcd issue 19597) and
             # record the term; leadership starts when the watch delivers the record,
             # i.e. after every earlier entry has been applied.
-            ops = [op_put(self._keys.term(mine.create_revision), self._id.encode())]
+            # the record says how the term began (etcdraft history)
+            record = TermRecord(self._id, cause)
+            ops = [op_put(self._keys.term(mine.create_revision), record.encode())]
             if cfg.fast_takeover:  # the term's first heartbeat, so belief can start
                 ops.append(op_put(self._keys.heartbeat, str(mine.create_revision).encode()))
             sent = time.monotonic()
@@ -356,7 +362,13 @@ class ElectionMixin(NodeCore):
                 cmp_create(leader.key, "EQUAL", leader.create_revision),
                 cmp_mod(self._keys.heartbeat, "EQUAL", hb_rev),
             ],
-            [op_delete(leader.key)],
+            [
+                op_delete(leader.key),
+                op_put(
+                    self._keys.succession,
+                    Succession(leader.create_revision, "takeover", self._id).encode(),
+                ),
+            ],
             deadline=deadline,
         )
         if result.succeeded:

@@ -10,14 +10,14 @@ it (see docs/key-layout.md). What etcd keeps of it, and so all this module can s
 * **who**: the record's value, the node that claimed the term;
 * **how long**: the revisions until the next record (the current term: until the
   revision read at), and the log entries of the term that etcd still holds;
-* **how it began**: the record does not say today. ``first`` is derived: the
-  earliest record when nothing was ever pruned is the namespace's first term. For any
-  other record the cause is ``unknown``: a crash (lease expiry), a fast takeover
-  (deposed leader), a handover (``Node.resign_leader``/``stop()``) and a forced
-  ``etcdraft resign`` all end in the same etcd event, the deletion of the old leader's
-  election key, and etcd keeps neither that deletion (once compacted) nor who made it.
-  A record written in the JSON form ``{"node": ..., "cause": ...}`` (a proposed
-  extension of the value, see docs/key-layout.md) gives its cause, and is read here.
+* **how it began**: the record's ``cause`` (see :data:`CAUSES`). The claimer takes it
+  from ``<ns>/succession``, which the transaction that ended the previous term on
+  purpose writes (a depose: ``takeover``; ``Node.resign_leader``, ``stop()`` or
+  ``etcdraft resign``: ``handover``); a term whose leader's session simply ended (a
+  crash, ``shutdown()``, a lease expiry, a removal) begins by ``election``, and the
+  namespace's first term by ``first``. Records written by earlier development versions
+  hold only the node id: ``first`` is then derived for the earliest record when nothing was
+  ever pruned, ``unknown`` for the others.
 
 The history is as deep as the records etcd still holds: pruning deletes the records
 no remaining log entry needs.
@@ -33,20 +33,9 @@ from typing import Any
 from etcdraft._deadline import Deadline
 from etcdraft.etcd import KV, EtcdClient, prefix_end
 from etcdraft.keys import Keys
-from etcdraft.view import TermRecord
+from etcdraft.view import CAUSES, TermRecord
 
 __all__ = ["CAUSES", "History", "TermInfo", "read_history"]
-
-#: How a term can begin, as ``TermInfo.cause`` reports it.
-CAUSES = {
-    "first": "the namespace's first term (the earliest record, nothing ever pruned)",
-    "election": "the previous leader's session ended (crash, shutdown(), lease expiry) "
-    "and the next candidate in line claimed",
-    "takeover": "the claimer deposed a silent leader (fast takeover)",
-    "handover": "the previous leader's key was deleted by a transaction while its session "
-    "lived: Node.resign_leader, stop(), etcdraft resign or members remove",
-    "unknown": "the record does not say (see etcdraft.history)",
-}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ key                                    value
                                        (a large block) 0xFF "etcdraft-block" 0x01 and
                                        an ``etcdraft.v1.BlockManifest``
 ``<ns>/blocks/<height>/<nonce>/<i>``   piece ``i`` (6 digits) of a large block's bytes
-``<ns>/terms/<term, 20 digits>``       node id of the leader that started the term
+``<ns>/terms/<term, 20 digits>``       JSON ``{"node", "cause"}``: the leader that started
+                                       the term and how (older records: the bare node id)
+``<ns>/succession``                    JSON ``{"term", "cause", "by"}``: written by the
+                                       transaction that ended ``term`` on purpose
 ``<ns>/pruned``                        highest height deleted by pruning (decimal)
 ``<ns>/heartbeat``                     current term (decimal), put by the leader often
 ``<ns>/paused``                        maintenance mode (``etcdraft pause``): JSON
@@ -34,8 +37,8 @@ PIECE_DIGITS = 6
 class ParsedKey:
     """A key classified by :meth:`Keys.parse`. ``kind`` is one of ``election``,
     ``member``, ``alive``, ``log``, ``piece``, ``term``, ``pruned``, ``heartbeat``,
-    ``paused`` or ``foreign``. A ``piece`` has its height in ``number``, its nonce in
-    ``name`` and its position in ``index``."""
+    ``paused``, ``succession`` or ``foreign``. A ``piece`` has its height in
+    ``number``, its nonce in ``name`` and its position in ``index``."""
 
     kind: str
     name: str = ""
@@ -59,6 +62,7 @@ class Keys:
         self.pruned = self.root + b"pruned"
         self.heartbeat = self.root + b"heartbeat"
         self.paused = self.root + b"paused"
+        self.succession = self.root + b"succession"
 
     @property
     def election_name(self) -> str:
@@ -104,7 +108,7 @@ class Keys:
         if head == "blocks":
             return self._parse_piece(tail)
         if not sep:
-            if text in ("pruned", "heartbeat", "paused"):
+            if text in ("pruned", "heartbeat", "paused", "succession"):
                 return ParsedKey(text)
             return ParsedKey("foreign")
         if not tail or "/" in tail:

@@ -154,14 +154,6 @@ class _Histogram:
         return out
 
 
-def _num(value: Any) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return out if math.isfinite(out) else 0.0
-
-
 class NodeMetrics:
     """A Prometheus collector over one or more :class:`~etcdraft.Node` objects.
 
@@ -222,10 +214,9 @@ class NodeMetrics:
             nodes = list(self._nodes)
             outcomes = dict(self._outcomes)
             latency = {k: (h.buckets(), h.total) for k, h in self._latency.items()}
-        now = time.monotonic()
         for node in nodes:
             labels = [node.node_id]
-            for name, value in self._sample(node, now):
+            for name, value in self._sample(node):
                 fam = fams[name]
                 fam.add_metric(labels, value)
         for (node_id, outcome), n in sorted(outcomes.items()):
@@ -293,42 +284,32 @@ class NodeMetrics:
         return fams
 
     @staticmethod
-    def _sample(node: Node, now: float) -> Iterator[tuple[str, float]]:
-        fsm = node.fsm
-        yield "is_leader", 1.0 if node.is_leader() else 0.0
-        yield "term", float(node.term)
-        yield "applied_term", float(fsm.term)
-        yield "applied_index", float(fsm.index)
-        yield "applied_height", float(fsm.height)
-        yield "members", float(len(node.members()))
-        yield "live_nodes", float(len(node.progress()))
-        yield "broadcasts", _num(node.broadcasts)
-        yield "applied", _num(fsm.applied)
-        yield "apply_dropped", _num(fsm.dropped)
-        yield "apply_skipped", _num(fsm.skipped)
-        yield "fenced_rejections", _num(node.fenced_rejections)
-        yield "foreign_keys", _num(node.foreign_keys)
-        # private parts: read defensively (None before start())
-        session = getattr(node, "_session", None)
-        if session is not None:
-            yield "keepalive_latency_seconds", _num(session.last_keepalive_latency)
-            yield "keepalive_failures", _num(session.keepalive_failures)
-            yield "lease_ttl_seconds", _num(session.ttl)
-            yield "lease_remaining_seconds", max(0.0, _num(session.expires_at() - now))
-        watcher = getattr(node, "_watcher", None)
-        if watcher is not None:
-            yield "watch_connected", 1.0 if watcher.connected.is_set() else 0.0
-            yield "watch_reconnects", _num(watcher.reconnects)
-            yield "watch_resyncs", _num(watcher.resyncs)
-        client = getattr(node, "_client", None)
-        if client is not None:
-            yield "etcd_endpoint_failovers", _num(client.failovers)
-        deposed = getattr(node, "deposed", None)  # nodes with fast takeover
-        if deposed is not None:
-            yield "deposed", _num(deposed)
-        view = getattr(node, "_view", None)
-        if view is not None:
-            yield "paused", 0.0 if getattr(view, "pause", None) is None else 1.0
+    def _sample(node: Node) -> Iterator[tuple[str, float]]:
+        """Everything from one ``node.stats()`` snapshot (no private attributes)."""
+        st = node.stats()
+        yield "is_leader", 1.0 if st.role == "leader" else 0.0
+        yield "term", float(st.term)
+        yield "applied_term", float(st.applied_term)
+        yield "applied_index", float(st.applied_index)
+        yield "applied_height", float(st.applied_height)
+        yield "members", float(st.members)
+        yield "live_nodes", float(st.live_nodes)
+        yield "broadcasts", float(st.broadcasts)
+        yield "applied", float(st.applied)
+        yield "apply_dropped", float(st.dropped)
+        yield "apply_skipped", float(st.skipped)
+        yield "fenced_rejections", float(st.fenced_rejections)
+        yield "foreign_keys", float(st.foreign_keys)
+        yield "keepalive_latency_seconds", st.keepalive_latency
+        yield "keepalive_failures", float(st.keepalive_failures)
+        yield "lease_ttl_seconds", st.lease_ttl
+        yield "lease_remaining_seconds", max(0.0, st.lease_remaining)
+        yield "watch_connected", 1.0 if st.watch_connected else 0.0
+        yield "watch_reconnects", float(st.watch_reconnects)
+        yield "watch_resyncs", float(st.watch_resyncs)
+        yield "etcd_endpoint_failovers", float(st.endpoint_failovers)
+        yield "deposed", float(st.deposed)
+        yield "paused", 1.0 if st.paused else 0.0
 
 
 class ClusterMetrics:

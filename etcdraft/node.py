@@ -372,6 +372,13 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
         with self._lock:
             candidate = bool(self._my_rev)
             term = self._term if leader else 0
+            view = self._view
+            members, live, paused = len(view.members), len(view.alive), view.pause is not None
+        leader_until = None
+        if leader and session is not None:
+            leader_until = session.expires_at() - self._config.leader_lease_timeout
+            if self._config.fast_takeover:
+                leader_until = min(leader_until, self._hb_acked + self._config.heartbeat_timeout)
         if self._closed or not self._started:
             role = "stopped"
         elif leader:
@@ -410,6 +417,14 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
             keepalive_failures=session.keepalive_failures if session is not None else 0,
             endpoint_failovers=client.failovers if client is not None else 0,
             etcd_full=self.etcd_full,
+            applied_term=fsm.term,
+            members=members,
+            live_nodes=live,
+            paused=paused,
+            leader_remaining=leader_until - now if leader_until is not None else None,
+            lease_ttl=float(session.ttl) if session is not None else 0.0,
+            keepalive_latency=session.last_keepalive_latency if session is not None else 0.0,
+            watch_connected=watcher is not None and watcher.connected.is_set(),
         )
 
     def leader_id(self) -> str:

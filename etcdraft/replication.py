@@ -14,7 +14,7 @@ from etcdraft.blocks import Manifest, assemble, is_manifest, parse_manifest
 from etcdraft.errors import CorruptDataError, EtcdUnavailableError
 from etcdraft.etcd import KV, CompactedError, EtcdClient, prefix_end
 from etcdraft.fsm import Snapshot, decode_state
-from etcdraft.view import Candidate, Pause, Progress, TermRecord, View
+from etcdraft.view import Candidate, Pause, Progress, Succession, TermRecord, View
 from etcdraft.watch import WatchEvent
 
 __all__ = ["ReplicationMixin"]
@@ -51,7 +51,7 @@ class ReplicationMixin(NodeCore):
         kvs = list(first.kvs)
         for prefix in (k.members_prefix, k.alive_prefix, k.terms_prefix):
             kvs += client.range(prefix, prefix_end(prefix), deadline, revision=rev).kvs
-        for key in (k.pruned, k.heartbeat, k.paused):
+        for key in (k.pruned, k.heartbeat, k.paused, k.succession):
             kvs += client.range(key, None, deadline, revision=rev).kvs
         view = View(revision=rev)
         for kv in kvs:
@@ -230,6 +230,8 @@ class ReplicationMixin(NodeCore):
             view.heartbeat_rev = kv.mod_revision
         elif kind == "paused":  # maintenance mode: see ElectionMixin._control_step
             view.pause = Pause.parse(kv.value, kv.mod_revision)
+        elif kind == "succession":  # how the last term ended on purpose (history)
+            view.succession = Succession.parse(kv.value)
         elif kind == "pruned":
             try:
                 view.pruned = max(view.pruned, int(kv.value))
@@ -283,6 +285,8 @@ class ReplicationMixin(NodeCore):
                     view.remove_term(parsed.number)
                 elif parsed.kind == "paused":  # etcdraft resume
                     view.pause = None
+                elif parsed.kind == "succession":
+                    view.succession = None
             terms = [view.term_at(rev) for _, _, rev in entries]
         # Apply outside the node's lock (the apply queue is user code), and before
         # leadership is derived from this batch: a term record delivered here must

@@ -30,6 +30,16 @@ class NodeStats:
         skipped, corrupt_blocks, pieces_written, pieces_cleaned, watch_reconnects,
         watch_resyncs, keepalive_failures, endpoint_failovers: counters since start.
         etcd_full: the last write failed on etcd's NOSPACE alarm.
+        applied_term: term of the last applied entry.
+        members, live_nodes: members, and nodes with a live session, in the view.
+        paused: the cluster is in maintenance mode (``etcdraft pause``), as seen.
+        leader_remaining: while leader, seconds before this node stops believing it
+            leads (``is_leader()`` turns False) unless etcd acknowledges it again: the
+            earlier of its lease deadline and, with fast takeover, the heartbeat
+            deadline; None when not leader.
+        lease_ttl: the TTL etcd granted to the session lease (0 before start).
+        keepalive_latency: round trip of the last answered keep-alive (seconds).
+        watch_connected: the watch stream is open.
     """
 
     node_id: str
@@ -56,3 +66,11 @@ class NodeStats:
     keepalive_failures: int
     endpoint_failovers: int
     etcd_full: bool
+    applied_term: int = 0
+    members: int = 0
+    live_nodes: int = 0
+    paused: bool = False
+    leader_remaining: float | None = None
+    lease_ttl: float = 0.0
+    keepalive_latency: float = 0.0
+    watch_connected: bool = False

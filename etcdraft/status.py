@@ -54,7 +54,7 @@ from etcdraft.etcd import (
 from etcdraft.history import TermInfo, read_history
 from etcdraft.keys import Keys
 from etcdraft.proto import RaftBlockState
-from etcdraft.view import Candidate, Pause, Progress, TermRecord, View
+from etcdraft.view import Candidate, Pause, Progress, Succession, TermRecord, View
 from etcdraft.watch import Watcher, WatchEvent
 
 __all__ = [
@@ -410,6 +410,8 @@ def force_resign(
         if c.create_revision < target.create_revision and c.key != leader.key
     ]
     ops = [op_delete(leader.key)] + [op_delete(c.key) for c in ahead]
+    succ = Succession(leader.create_revision, "handover", "etcdraft resign")
+    ops.append(op_put(keys.succession, succ.encode()))
     # paused: name the successor, the one candidate allowed to claim (like the
     # handover of Node.resign_leader); compared, so a pause or resume meanwhile fails
     pause_ = view.pause

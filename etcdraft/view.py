@@ -7,7 +7,7 @@ import bisect
 import json
 from dataclasses import dataclass, field
 
-__all__ = ["Candidate", "Pause", "Progress", "TermRecord", "View"]
+__all__ = ["Candidate", "Pause", "Progress", "Succession", "TermRecord", "View"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +69,9 @@ class Pause:
 
 @dataclass(frozen=True, slots=True)
 class TermRecord:
-    """The value of ``<ns>/terms/<term>``: the node id (as etcdraft writes it today),
-    or a JSON object ``{"node": <id>, "cause": <how the term began>, ...}`` (a proposed
-    extension; see docs/key-layout.md). The object has at least two members, so it
+    """The value of ``<ns>/terms/<term>``: a JSON object ``{"node": <id>, "cause": <how
+    the term began>, ...}`` (see docs/key-layout.md), or the bare node id (what
+    earlier development versions wrote; still read). The object has at least two members, so it
     holds a ``,``, which no node id may contain: the two forms cannot be confused."""
 
     node_id: str
@@ -89,6 +89,52 @@ class TermRecord:
                 return cls(data["node"], cause if isinstance(cause, str) else "")
         return cls(raw.decode(errors="replace"))
 
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"node": self.node_id, "cause": self.cause or "unknown"}, separators=(",", ":")
+        ).encode()
+
+
+#: How a term can begin (the ``cause`` of a term record).
+CAUSES = {
+    "first": "the namespace's first term",
+    "election": "the previous leader's session ended (crash, shutdown(), lease expiry, "
+    "removal) and the next candidate in line claimed",
+    "takeover": "the claimer's side deposed a silent leader (fast takeover)",
+    "handover": "the previous leader's key was deleted on purpose while its session "
+    "lived: Node.resign_leader, stop() or etcdraft resign",
+    "unknown": "the record does not say (a bare node id, from an earlier version)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Succession:
+    """``<ns>/succession``: written, in the same transaction, by whoever ends a term
+    on purpose (a depose: ``takeover``; a handover: ``handover``), so the next leader
+    can record how its term began. ``term`` is the term that was ended, ``by`` the
+    node (or tool) that ended it. A term that ended otherwise (a crash, a lease
+    expiry) leaves an older succession record behind, whose ``term`` does not match."""
+
+    term: int
+    cause: str
+    by: str = ""
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Succession | None:
+        try:
+            data = json.loads(raw)
+            cause = data["cause"]
+            if not isinstance(cause, str) or cause not in CAUSES:
+                return None
+            return cls(int(data["term"]), cause, str(data.get("by", "")))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"term": self.term, "cause": self.cause, "by": self.by}, separators=(",", ":")
+        ).encode()
+
 
 @dataclass
 class View:
@@ -104,6 +150,7 @@ class View:
     pruned: int = 0
     heartbeat_rev: int = 0  # mod revision of <ns>/heartbeat
     pause: Pause | None = None  # <ns>/paused: maintenance mode while not None
+    succession: Succession | None = None  # <ns>/succession: how the last term ended
     revision: int = 0
 
     def leader(self) -> Candidate | None:
@@ -135,3 +182,15 @@ class View:
         if not self.terms:
             return 0, ""
         return self.terms[-1], self.term_nodes[-1]
+
+    def claim_cause(self) -> str:
+        """How a term claimed now begins (see :data:`CAUSES`): ``first`` when no term
+        was ever recorded; the succession record's cause when it ended the latest
+        term; else ``election`` (the latest leader's session ended)."""
+        term, _ = self.latest_term()
+        if not term:
+            return "first" if not self.pruned else "election"
+        succ = self.succession
+        if succ is not None and succ.term == term:
+            return succ.cause
+        return "election"

@@ -17,6 +17,7 @@ from helpers import wait_until
 
 from etcdraft import Config, LeadershipLostError, Node, NotLeaderError, RaftBlockState
 from etcdraft.etcd import cmp_create, op_put
+from etcdraft.history import read_history
 
 
 def _config(node_id: str, etcd, namespace: str, **extra: object) -> Config:
@@ -72,6 +73,12 @@ def test_silent_leader_is_deposed_well_before_its_lease_expires(etcd, namespace:
         )
         assert not fenced.succeeded
         wait_until(lambda: a.get_state().height == b.get_state().height == 2, 5, "converged")
+        # the term record says how the term began (etcdraft history)
+        hist = read_history(other._client, other.keys)  # type: ignore[arg-type]
+        assert [(t.node_id, t.cause) for t in hist.terms] == [
+            (leader.node_id, "first"),
+            (other.node_id, "takeover"),
+        ]
     finally:
         a.shutdown()
         b.shutdown()
@@ -116,6 +123,11 @@ def test_off_switch_falls_back_to_lease_expiry(etcd, namespace: str) -> None:
         wait_until(other.is_leader, 5, "takeover after lease expiry")
         assert other.deposed == 0
         assert time.monotonic() - t0 >= 0.5  # had to wait for the lease
+        hist = read_history(other._client, other.keys)  # type: ignore[arg-type]
+        assert [(t.node_id, t.cause) for t in hist.terms] == [
+            (leader.node_id, "first"),
+            (other.node_id, "election"),
+        ]
     finally:
         a.shutdown()
         b.shutdown()

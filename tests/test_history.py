@@ -1,6 +1,7 @@
 """``etcdraft history`` and :func:`etcdraft.history.read_history` against real etcd:
-the terms in order with their leaders, revision spans and blocks; the causes etcd's
-data allows (``first``, else ``unknown``) and those a JSON term record states."""
+the terms in order with their leaders, revision spans and blocks; the cause each term
+record states (first, handover, takeover, election), and for records in the older
+bare-node-id form the causes etcd's data allows (``first``, else ``unknown``)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def cluster(etcd: Any, namespace: str) -> Iterator[Cluster]:
 
 def test_term_record_forms() -> None:
     assert TermRecord.parse(b"node-1") == TermRecord("node-1", "")
+    written = TermRecord("n3", "election").encode()
+    assert written == b'{"node":"n3","cause":"election"}'
+    assert TermRecord.parse(written) == TermRecord("n3", "election")
     assert TermRecord.parse(b'{"node":"n2","cause":"takeover","prev":12}') == TermRecord(
         "n2", "takeover"
     )
@@ -62,8 +66,11 @@ def test_history_follows_the_leaders(cluster: Cluster) -> None:
     hist = json.loads(result.stdout)
     terms = hist["terms"]
     assert [t["node_id"] for t in terms] == leaders
-    assert terms[0]["cause"] == "first" and not terms[0]["recorded"]
-    assert all(t["cause"] == "unknown" for t in terms[1:])
+    assert [(t["cause"], t["recorded"]) for t in terms] == [
+        ("first", True),
+        ("handover", True),
+        ("handover", True),
+    ]
     revs = [t["revision"] for t in terms]
     assert revs == sorted(revs) and len(set(revs)) == 3
     for a, b in itertools.pairwise(terms):
@@ -86,7 +93,8 @@ def test_history_follows_the_leaders(cluster: Cluster) -> None:
     assert lines[1].split()[:4] == ["TERM", "LEADER", "BEGAN", "AT"]
     assert len(lines) == 4  # namespace, header, two terms
     assert "(current)" in lines[-1] and leaders[-1] in lines[-1]
-    assert "HOW unknown" in table.stderr
+    assert "HOW unknown" not in table.stderr  # every record says how its term began
+    assert "handover" in lines[-1]
     assert "--json" not in table.stdout
     alias = etcdraft("history", "--json", "--no-blocks", *cluster.conn)
     assert [t["blocks"] for t in json.loads(alias.stdout)["terms"]] == [0, 0, 0]
@@ -98,17 +106,20 @@ def _client(cluster: Cluster) -> EtcdClient:
     return client
 
 
-def test_history_reads_the_json_term_record(etcd: Any, namespace: str) -> None:
-    """A record in the proposed JSON form gives its cause; readers of the node id
-    (status, the nodes' view) see the node id, as with today's form."""
+def test_history_reads_both_term_record_forms(etcd: Any, namespace: str) -> None:
+    """A JSON record gives its cause; a bare node id (earlier versions) gives
+    ``first`` for the earliest record, else ``unknown``; readers of the node id
+    (status, the nodes' view) see the node id in both forms."""
     keys = Keys(namespace)
     client = EtcdClient(etcd.endpoints, name="test-history")
     try:
         client.put(keys.term(5), b"n1")
+        client.put(keys.term(7), b"n3")
         client.put(keys.term(9), b'{"node":"n2","cause":"takeover","prev":5}')
         hist = read_history(client, keys)
         assert [(t.term, t.node_id, t.cause, t.recorded) for t in hist.terms] == [
             (5, "n1", "first", False),
+            (7, "n3", "unknown", False),
             (9, "n2", "takeover", True),
         ]
         assert read_status(client, keys).term_holder == "n2"

@@ -6,6 +6,7 @@ it, so its absence is a broken environment, not a reason to test less."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import urllib.request
@@ -22,6 +23,7 @@ from etcdraft.errors import InvalidStateError, NotLeaderError
 from etcdraft.etcd import EtcdClient
 from etcdraft.keys import Keys
 from etcdraft.metrics import NodeMetrics, outcome_of, serve, serve_cluster
+from etcdraft.stats import NodeStats
 
 FAST = {
     "election_timeout": "1s",
@@ -119,30 +121,33 @@ def test_node_metrics_over_http(etcd: Any, namespace: str) -> None:
 
 
 class FakeNode:
-    """Enough of a Node for the collector, with the proposed observer hook."""
+    """Enough of a Node for the collector (its stats() snapshot), with the observer
+    hook: the collector reads nothing else."""
 
     def __init__(self, node_id: str) -> None:
-        from etcdraft.fsm import FSM
-
         self.node_id = node_id
-        self.fsm = FSM(node_id)
-        self.term = 0
-        self.broadcasts = 0
-        self.fenced_rejections = 0
-        self.foreign_keys = 0
         self.observers: list[Callable[[str, float], None]] = []
 
     def add_broadcast_observer(self, callback: Callable[[str, float], None]) -> None:
         self.observers.append(callback)
 
-    def is_leader(self) -> bool:
-        return False
-
-    def members(self) -> dict[str, str]:
-        return {"a": "x:1", "b": "y:1"}
-
-    def progress(self) -> dict[str, object]:
-        return {"a": None}
+    def stats(self) -> NodeStats:
+        zeros = {
+            f.name: 0
+            for f in dataclasses.fields(NodeStats)
+            if f.type in ("int", int) and f.name not in ("members", "live_nodes")
+        }
+        return NodeStats(
+            node_id=self.node_id,
+            role="follower",
+            leader_id="",
+            lease_remaining=0.0,
+            last_heartbeat_age=None,
+            etcd_full=False,
+            members=2,
+            live_nodes=1,
+            **zeros,
+        )
 
 
 def test_observer_hook_and_several_nodes() -> None:

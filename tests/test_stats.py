@@ -39,5 +39,14 @@ def test_stats_of_leader_and_follower(harness: Harness) -> None:
     assert fs.role in ("follower", "candidate") and fs.term == 0
     assert fs.leader_id == leader.node_id and fs.last_heartbeat_age is None
     assert fs.applied_height == 3 and fs.applied == 3 and fs.broadcasts == 0
+    # what metrics and the HTTP endpoints read (no private attributes)
+    for st in (ls, fs):
+        assert (st.members, st.live_nodes, st.paused) == (2, 2, False)
+        assert st.applied_term == ls.term and st.watch_connected
+        assert st.lease_ttl >= 1 and st.keepalive_latency >= 0
+    # the leader's belief ends no later than its lease and heartbeat deadlines
+    assert ls.leader_remaining is not None
+    assert 0 < ls.leader_remaining <= min(ls.lease_remaining, leader.config.heartbeat_timeout)
+    assert fs.leader_remaining is None
     follower.shutdown()
     assert follower.stats().role == "stopped"

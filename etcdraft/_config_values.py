@@ -179,7 +179,7 @@ class Peer(NamedTuple):
         return f"{self.node_id}@{self.addr}"
 
 
-def _check_node_id(node_id: str, what: str) -> None:
+def check_node_id(node_id: str, what: str) -> None:
     """Raise ``ConfigError`` unless ``node_id`` can be used in etcd keys and peer lists."""
     if not node_id:
         raise ConfigError(f"{what} must not be empty: give every node a unique name, e.g. 'node-1'")
@@ -236,7 +236,7 @@ def parse_peer(entry: str) -> Peer:
             f"peer entry {entry!r} has an empty address: write 'nodeID@address'", field="peers"
         )
     try:
-        _check_node_id(node_id, f"node id in peer entry {entry!r}")
+        check_node_id(node_id, f"node id in peer entry {entry!r}")
         _check_addr(addr, f"address in peer entry {entry!r}")
     except ConfigError as exc:
         raise ConfigError(str(exc), field="peers") from None

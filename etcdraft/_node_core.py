@@ -18,7 +18,7 @@ from etcdraft._deadline import Deadline
 from etcdraft.blocks import PieceBuffer
 from etcdraft.config import Config
 from etcdraft.errors import EtcdUnavailableError
-from etcdraft.etcd import KV, EtcdClient
+from etcdraft.etcd import EtcdClient
 from etcdraft.fsm import FSM
 from etcdraft.keys import Keys
 from etcdraft.session import Session
@@ -88,9 +88,6 @@ class NodeCore:
         raise NotImplementedError
 
     def _new_session(self, deadline: Deadline) -> None:
-        raise NotImplementedError
-
-    def _view_put(self, view: View, kv: KV) -> None:
         raise NotImplementedError
 
     def _refresh_leadership(self) -> None:

@@ -44,7 +44,6 @@ from etcdraft._config_values import (
     Peer,
     _ByteSize,
     _check_addr,
-    _check_node_id,
     _CommaList,
     _Duration,
     _DurationOrOff,
@@ -54,6 +53,7 @@ from etcdraft._config_values import (
     _OptionalFile,
     _positive_duration,
     _PositiveInt,
+    check_node_id,
     format_duration,
     parse_duration,
     parse_peer,
@@ -310,7 +310,7 @@ class Config(BaseSettings):
     @field_validator("node_id")
     @classmethod
     def _validate_node_id(cls, value: str) -> str:
-        _check_node_id(value, "node_id")
+        check_node_id(value, "node_id")
         return value
 
     @field_validator("raft_addr")

@@ -15,6 +15,7 @@ import contextlib
 import math
 import time
 
+from etcdraft import protocol
 from etcdraft._deadline import Deadline
 from etcdraft._node_core import NodeCore
 from etcdraft.blocks import is_manifest, parse_manifest
@@ -36,7 +37,7 @@ from etcdraft.etcd import (
     prefix_end,
 )
 from etcdraft.membership import add_member, check_member_id, remove_member
-from etcdraft.view import Candidate, Succession, TermRecord, View
+from etcdraft.view import Candidate, Succession, TermRecord
 
 __all__ = ["ElectionMixin"]
 
@@ -94,36 +95,19 @@ class ElectionMixin(NodeCore):
             with self._lock:
                 old_term, my_key = self._term, self._my_key
                 view = self._view
-                target = self._handover_target(view)
+                target = view.handover_target(my_key, self._id)
             if target is None:
                 # the watch may not have delivered a fresh candidate yet: ask etcd
                 view = self._read_view(client, deadline.sub(self._config.send_timeout))
-                target = self._handover_target(view)
+                target = view.handover_target(my_key, self._id)
             if target is None:
                 raise HandoverError(
                     f"no live member can take leadership over from {self._id}: start "
                     "another member or add one with add_peer()"
                 )
-            ahead = [
-                c
-                for c in view.candidates.values()
-                if c.create_revision < target.create_revision and c.key != my_key
-            ]
-            compare = [
-                cmp_create(my_key, "EQUAL", old_term),
-                cmp_create(target.key, "EQUAL", target.create_revision),
-            ]
-            ops = [op_delete(my_key)] + [op_delete(c.key) for c in ahead]
-            ops.append(
-                op_put(self._keys.succession, Succession(old_term, "handover", self._id).encode())
+            compare, ops = protocol.handover_txn(
+                self._keys, view, my_key, old_term, target, self._id
             )
-            # maintenance mode (etcdraft pause): name the successor, the one candidate
-            # that may claim while paused; compared, so a pause or resume meanwhile
-            # fails the handover instead of leaving the successor unable to claim
-            pause = view.pause
-            compare.append(cmp_mod(self._keys.paused, "EQUAL", pause.mod_revision if pause else 0))
-            if pause is not None:
-                ops.append(op_put(self._keys.paused, pause.with_handover(target.create_revision)))
             self._log.info(
                 "handing leadership over to %s (term %d)",
                 target.node_id,
@@ -163,20 +147,6 @@ class ElectionMixin(NodeCore):
     ) -> bool:
         kv = client.get(key, deadline)
         return kv is not None and kv.create_revision == rev
-
-    def _handover_target(self, view: View) -> Candidate | None:
-        best: tuple[int, int, Candidate] | None = None
-        for cand in view.candidates.values():
-            if cand.node_id == self._id or cand.node_id not in view.members:
-                continue
-            if cand.node_id not in view.alive:
-                continue
-            prog = view.alive.get(cand.node_id)
-            index = prog.index if prog is not None else 0
-            rank = (index, -cand.create_revision, cand)
-            if best is None or rank[:2] > best[:2]:
-                best = rank
-        return best[2] if best is not None else None
 
     def _refresh_leadership(self) -> None:
         """Derive leadership from the view (called with the lock held, or at start)."""

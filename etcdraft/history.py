@@ -30,8 +30,9 @@ import contextlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from etcdraft import protocol
 from etcdraft._deadline import Deadline
-from etcdraft.etcd import KV, EtcdClient, prefix_end
+from etcdraft.etcd import EtcdClient
 from etcdraft.keys import Keys
 from etcdraft.view import CAUSES, TermRecord
 
@@ -87,24 +88,6 @@ class History:
         }
 
 
-def _range_all(
-    client: EtcdClient,
-    prefix: bytes,
-    deadline: Deadline,
-    revision: int,
-    keys_only: bool = False,
-) -> tuple[list[KV], int]:
-    kvs: list[KV] = []
-    start, end, rev = prefix, prefix_end(prefix), revision
-    while True:
-        res = client.range(start, end, deadline, revision=rev, limit=1000, keys_only=keys_only)
-        rev = rev or res.revision
-        kvs.extend(res.kvs)
-        if not res.more or not res.kvs:
-            return kvs, rev
-        start = res.kvs[-1].key + b"\x00"
-
-
 def read_history(
     client: EtcdClient, keys: Keys, timeout: float = 5.0, *, blocks: bool = True
 ) -> History:
@@ -118,7 +101,7 @@ def read_history(
         EtcdAuthError: credentials rejected or no permission on the namespace.
     """
     deadline = Deadline(timeout)
-    records, rev = _range_all(client, keys.terms_prefix, deadline, 0)
+    records, rev = protocol.range_all(client, keys.terms_prefix, deadline)
     pruned = 0
     for kv in client.range(keys.pruned, None, deadline, revision=rev).kvs:
         with contextlib.suppress(ValueError):
@@ -134,7 +117,7 @@ def read_history(
     first: list[int | None] = [None] * len(rows)
     last: list[int | None] = [None] * len(rows)
     if blocks and rows:
-        logs, _ = _range_all(client, keys.log_prefix, deadline, rev, keys_only=True)
+        logs, _ = protocol.range_all(client, keys.log_prefix, deadline, rev, keys_only=True)
         for kv in logs:
             parsed = keys.parse(kv.key)
             if parsed.kind != "log":

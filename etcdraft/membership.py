@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from etcdraft._config_values import check_node_id
 from etcdraft._deadline import Deadline
 from etcdraft.config import parse_peer
 from etcdraft.errors import ConfigError, EtcdTimeoutError
@@ -22,9 +23,12 @@ __all__ = ["add_member", "check_member_id", "remove_member"]
 
 
 def check_member_id(node_id: str) -> None:
-    """Raise ``ConfigError`` for an id that cannot name a member key."""
-    if not node_id or "/" in node_id:
-        raise ConfigError(f"invalid node id {node_id!r}: non-empty, without '/'", field="node_id")
+    """Raise ``ConfigError`` for an id that cannot name a member: the same rule as
+    ``Config.node_id`` and the ids of ``Config.peers``."""
+    try:
+        check_node_id(node_id, "node id")
+    except ConfigError as exc:
+        raise ConfigError(str(exc), field="node_id") from None
 
 
 def add_member(client: EtcdClient, keys: Keys, node_id: str, addr: str, deadline: Deadline) -> bool:

@@ -8,13 +8,14 @@ import time
 
 import tenacity
 
+from etcdraft import protocol
 from etcdraft._deadline import Deadline
 from etcdraft._node_core import NodeCore
 from etcdraft.blocks import Manifest, assemble, is_manifest, parse_manifest
 from etcdraft.errors import CorruptDataError, EtcdUnavailableError
 from etcdraft.etcd import KV, CompactedError, EtcdClient, prefix_end
 from etcdraft.fsm import Snapshot, decode_state
-from etcdraft.view import Candidate, Pause, Progress, Succession, TermRecord, View
+from etcdraft.view import View
 from etcdraft.watch import WatchEvent
 
 __all__ = ["ReplicationMixin"]
@@ -43,20 +44,8 @@ class ReplicationMixin(NodeCore):
         return rev
 
     def _read_view(self, client: EtcdClient, deadline: Deadline) -> View:
-        """Everything the view holds (candidates, members, liveness, term records,
-        the pruned marker, the heartbeat), read from etcd at one revision."""
-        k = self._keys
-        first = client.range(k.election_prefix, prefix_end(k.election_prefix), deadline)
-        rev = first.revision
-        kvs = list(first.kvs)
-        for prefix in (k.members_prefix, k.alive_prefix, k.terms_prefix):
-            kvs += client.range(prefix, prefix_end(prefix), deadline, revision=rev).kvs
-        for key in (k.pruned, k.heartbeat, k.paused, k.succession):
-            kvs += client.range(key, None, deadline, revision=rev).kvs
-        view = View(revision=rev)
-        for kv in kvs:
-            self._view_put(view, kv)
-        return view
+        """The view read from etcd at one revision (see :func:`protocol.read_view`)."""
+        return protocol.read_view(client, self._keys, deadline, on_foreign=self._foreign)
 
     def _catch_up(self, client: EtcdClient, view: View, rev: int, deadline: Deadline) -> None:
         k = self._keys
@@ -213,33 +202,6 @@ class ReplicationMixin(NodeCore):
 
     # -- the watch -------------------------------------------------------------------
 
-    def _view_put(self, view: View, kv: KV) -> None:
-        parsed = self._keys.parse(kv.key)
-        kind = parsed.kind
-        if kind == "election":
-            view.candidates[kv.key] = Candidate(
-                kv.key, kv.create_revision, kv.value.decode(errors="replace"), kv.lease
-            )
-        elif kind == "member":
-            view.members[parsed.name] = kv.value.decode(errors="replace")
-        elif kind == "alive":
-            view.alive[parsed.name] = Progress.parse(kv.value)
-        elif kind == "term":  # the node id, or the proposed JSON form (TermRecord)
-            view.add_term(kv.create_revision, parsed.number, TermRecord.parse(kv.value).node_id)
-        elif kind == "heartbeat":
-            view.heartbeat_rev = kv.mod_revision
-        elif kind == "paused":  # maintenance mode: see ElectionMixin._control_step
-            view.pause = Pause.parse(kv.value, kv.mod_revision)
-        elif kind == "succession":  # how the last term ended on purpose (history)
-            view.succession = Succession.parse(kv.value)
-        elif kind == "pruned":
-            try:
-                view.pruned = max(view.pruned, int(kv.value))
-            except ValueError:
-                self._foreign(kv.key, "pruned marker is not a number")
-        elif kind == "foreign":
-            self._foreign(kv.key, "unknown key shape")
-
     def _foreign(self, key: bytes, why: str) -> None:
         self.foreign_keys += 1
         self._warn_once(
@@ -273,20 +235,12 @@ class ReplicationMixin(NodeCore):
                 view_changed = True
                 if parsed.kind not in ("heartbeat", "alive"):
                     wake = True
-                if not ev.deleted:
-                    self._view_put(view, kv)
-                elif parsed.kind == "election":
-                    view.candidates.pop(kv.key, None)
-                elif parsed.kind == "member":
-                    view.members.pop(parsed.name, None)
-                elif parsed.kind == "alive":
-                    view.alive.pop(parsed.name, None)
-                elif parsed.kind == "term":
-                    view.remove_term(parsed.number)
-                elif parsed.kind == "paused":  # etcdraft resume
-                    view.pause = None
-                elif parsed.kind == "succession":
-                    view.succession = None
+                if ev.deleted:
+                    view.delete(k, kv.key)
+                else:
+                    why = view.put(k, kv)
+                    if why:
+                        self._foreign(kv.key, why)
             terms = [view.term_at(rev) for _, _, rev in entries]
         # Apply outside the node's lock (the apply queue is user code), and before
         # leadership is derived from this batch: a term record delivered here must

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from etcdraft._deadline import Deadline
+from etcdraft._worker import Worker
 from etcdraft.errors import EtcdraftError
 from etcdraft.etcd import EtcdClient, LeaseNotFoundError
 
@@ -23,7 +24,7 @@ __all__ = ["Session"]
 log = logging.getLogger(__name__)
 
 
-class Session:
+class Session(Worker):
     """A lease and its keep-alive thread.
 
     Args:
@@ -52,13 +53,11 @@ class Session:
         self.send_timeout = send_timeout
         self.on_lost = on_lost
         self.on_tick = on_tick
-        self.name = name
+        super().__init__(name)
         self.lease_id = 0
         self.ttl = 0
         self._valid_until = -math.inf  # monotonic: etcd cannot have expired it before
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.keepalive_failures = 0
         self.last_keepalive_latency = 0.0
         # one LeaseKeepAlive stream, used only by the keep-alive thread (and
@@ -81,22 +80,8 @@ class Session:
         with self._lock:
             return self._valid_until
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-
-    @property
-    def thread(self) -> threading.Thread | None:
-        return self._thread
-
-    def signal_stop(self) -> None:
-        """Ask the keep-alive thread to end (see :meth:`stop` to also wait)."""
-        self._stop.set()
-
     def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        super().stop(timeout)
         self._keepalive.close(join=1.0)
 
     def revoke(self, deadline: Deadline) -> None:
@@ -114,7 +99,7 @@ class Session:
             return False
         sent = time.monotonic()
         try:
-            ttl = self._keepalive.keepalive(lease_id, Deadline(self.send_timeout, self._stop))
+            ttl = self._keepalive.keepalive(lease_id, Deadline(self.send_timeout, self.stop_event))
         except LeaseNotFoundError:
             ttl = 0
         except EtcdraftError as exc:
@@ -142,7 +127,7 @@ class Session:
 
     def _run(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self.stop_event.is_set():
                 started = time.monotonic()
                 try:
                     self.keepalive_once()
@@ -151,6 +136,6 @@ class Session:
                 except Exception:  # never let the keep-alive thread die
                     log.exception("session keep-alive round failed")
                 # at least a short pause even if the round overran (no hot loop)
-                self._stop.wait(max(0.01, self.interval - (time.monotonic() - started)))
+                self.stop_event.wait(max(0.01, self.interval - (time.monotonic() - started)))
         finally:
             self._keepalive.close(join=1.0)  # the stream's reader thread is ours too

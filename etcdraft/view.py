@@ -6,6 +6,11 @@ from __future__ import annotations
 import bisect
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from etcdraft._etcd_wire import KV
+    from etcdraft.keys import Keys
 
 __all__ = ["Candidate", "Pause", "Progress", "Succession", "TermRecord", "View"]
 
@@ -40,20 +45,34 @@ class Pause:
     """``<ns>/paused`` (``etcdraft pause``): maintenance mode. While it exists no node
     claims a term or deposes a leader, except the claim of the candidate a handover
     named: ``handover`` is the create revision of its election key (0: none). Any
-    value counts as paused; the JSON fields are informational."""
+    value counts as paused; the JSON fields (``by``, ``at``, ``reason``) are
+    informational (a value that is not a JSON object is taken as the reason)."""
 
     mod_revision: int
     raw: bytes
     handover: int = 0
+    by: str = ""
+    at: str = ""
+    reason: str = ""
 
     @classmethod
     def parse(cls, raw: bytes, mod_revision: int) -> Pause:
         try:
             data = json.loads(raw)
-            handover = int(data.get("handover") or 0) if isinstance(data, dict) else 0
-        except (ValueError, TypeError, AttributeError):
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return cls(mod_revision, raw, reason=raw.decode(errors="replace"))
+        try:
+            handover = int(data.get("handover") or 0)
+        except (ValueError, TypeError):
             handover = 0
-        return cls(mod_revision, raw, handover)
+
+        def text(name: str) -> str:
+            value = data.get(name)
+            return value if isinstance(value, str) else ""
+
+        return cls(mod_revision, raw, handover, text("by"), text("at"), text("reason"))
 
     def with_handover(self, create_revision: int) -> bytes:
         """The value naming ``create_revision`` as the candidate allowed to claim."""
@@ -158,6 +177,84 @@ class View:
         if not self.candidates:
             return None
         return min(self.candidates.values(), key=lambda c: c.create_revision)
+
+    def confirmed_leader(self) -> Candidate | None:
+        """The node that holds the current term: the first candidate in line, whose
+        claim wrote the latest term record (term = its key's create revision). None
+        while an election is in progress or no node campaigns."""
+        first = self.leader()
+        term, holder = self.latest_term()
+        if first is not None and term == first.create_revision and holder == first.node_id:
+            return first
+        return None
+
+    def handover_target(
+        self, leader_key: bytes, leader_node: str, to: str | None = None
+    ) -> Candidate | None:
+        """Who takes over from the leader (``leader_key``, ``leader_node``) in a
+        handover: the live member candidate that has applied the most (ties: the
+        earliest in line); ``to``: only that node. None when nobody can."""
+        best: tuple[int, int, Candidate] | None = None
+        for cand in self.candidates.values():
+            if cand.key == leader_key or cand.node_id == leader_node:
+                continue
+            if cand.node_id not in self.members or cand.node_id not in self.alive:
+                continue
+            if to is not None and cand.node_id != to:
+                continue
+            prog = self.alive.get(cand.node_id)
+            rank = (prog.index if prog is not None else 0, -cand.create_revision, cand)
+            if best is None or rank[:2] > best[:2]:
+                best = rank
+        return best[2] if best is not None else None
+
+    def put(self, keys: Keys, kv: KV) -> str:
+        """Take a key's new value into the view (range reads and watch events alike).
+        Returns ``""``, or why the key is foreign (ignored) under the namespace. Log
+        entries and pieces are not the view's: they are ignored here."""
+        parsed = keys.parse(kv.key)
+        kind = parsed.kind
+        if kind == "election":
+            self.candidates[kv.key] = Candidate(
+                kv.key, kv.create_revision, kv.value.decode(errors="replace"), kv.lease
+            )
+        elif kind == "member":
+            self.members[parsed.name] = kv.value.decode(errors="replace")
+        elif kind == "alive":
+            self.alive[parsed.name] = Progress.parse(kv.value)
+        elif kind == "term":  # the JSON form, or the bare node id (TermRecord)
+            self.add_term(kv.create_revision, parsed.number, TermRecord.parse(kv.value).node_id)
+        elif kind == "heartbeat":
+            self.heartbeat_rev = kv.mod_revision
+        elif kind == "paused":  # maintenance mode
+            self.pause = Pause.parse(kv.value, kv.mod_revision)
+        elif kind == "succession":  # how the last term ended on purpose (history)
+            self.succession = Succession.parse(kv.value)
+        elif kind == "pruned":
+            try:
+                self.pruned = max(self.pruned, int(kv.value))
+            except ValueError:
+                return "pruned marker is not a number"
+        elif kind == "foreign":
+            return "unknown key shape"
+        return ""
+
+    def delete(self, keys: Keys, key: bytes) -> None:
+        """Take a key's deletion into the view."""
+        parsed = keys.parse(key)
+        kind = parsed.kind
+        if kind == "election":
+            self.candidates.pop(key, None)
+        elif kind == "member":
+            self.members.pop(parsed.name, None)
+        elif kind == "alive":
+            self.alive.pop(parsed.name, None)
+        elif kind == "term":
+            self.remove_term(parsed.number)
+        elif kind == "paused":  # etcdraft resume
+            self.pause = None
+        elif kind == "succession":
+            self.succession = None
 
     def add_term(self, record_rev: int, term: int, node_id: str) -> None:
         i = bisect.bisect_left(self.term_revs, record_rev)

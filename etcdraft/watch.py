@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from etcdraft._worker import Worker
 from etcdraft.errors import EtcdraftError
 from etcdraft.etcd import KV, BidiStream, EtcdClient, pb, prefix_end
 
@@ -42,7 +43,7 @@ class WatchEvent:
     kv: KV
 
 
-class Watcher:
+class Watcher(Worker):
     """Watch every key under ``prefix`` from ``start_revision`` on, in order.
 
     Args:
@@ -78,17 +79,15 @@ class Watcher:
         self.handler = handler
         self.on_compacted = on_compacted
         self.on_progress = on_progress
-        self.name = name
+        super().__init__(name)
         self.probe_after = probe_after
         self.probe_timeout = probe_timeout
         self.read_timeout = read_timeout
-        self.stop_event = threading.Event()
         self.reconnects = 0
         self.resyncs = 0
         self.probes_answered = 0  # progress requests answered on a quiet stream
         self.last_failure = ""  # why the last stream broke
         self.connected = threading.Event()
-        self._thread: threading.Thread | None = None
         self._stream: BidiStream | None = None
         self._endpoint_failed = threading.Event()
         self._current_endpoint = ""
@@ -106,26 +105,13 @@ class Watcher:
             self._endpoint_failed.set()
             self._wake.set()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-
-    @property
-    def thread(self) -> threading.Thread | None:
-        return self._thread
-
     def signal_stop(self) -> None:
         """Ask the watch to end and close its stream (see :meth:`stop` to also wait)."""
-        self.stop_event.set()
+        super().signal_stop()
         self._wake.set()
         stream = self._stream
         if stream is not None:
             stream.close()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self.signal_stop()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
 
     # -- loop ----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from etcdraft.config import Config
 from etcdraft.errors import EtcdUnavailableError
 from etcdraft.etcd import EtcdClient
 from etcdraft.fsm import FSM
+from etcdraft.heartbeat import Heartbeat
 from etcdraft.keys import Keys
 from etcdraft.session import Session
 from etcdraft.view import View
@@ -57,12 +58,7 @@ class NodeCore:
     _term: int
     _hold_campaign_until: float
     _warned: dict[str, float]
-    _hb_interval: float
-    _last_hb_sent: float
-    _hb_acked: float
-    _hb_seen_at: float
-    _hb_seen_rev: int
-    _hb_leader_key: bytes
+    _heartbeat: Heartbeat
     deposed: int
     foreign_keys: int
     _request_limit: int
@@ -82,9 +78,6 @@ class NodeCore:
         raise NotImplementedError
 
     def _holds_term(self) -> bool:
-        raise NotImplementedError
-
-    def _heartbeat_acked(self, sent: float) -> None:
         raise NotImplementedError
 
     def _new_session(self, deadline: Deadline) -> None:

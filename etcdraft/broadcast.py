@@ -226,7 +226,7 @@ class BroadcastMixin(NodeCore):
                 raise
             if result.succeeded:
                 if hb_sent:
-                    self._heartbeat_acked(hb_sent)
+                    self._heartbeat.acked(hb_sent)
                 self.broadcasts += 1
                 self._land(state, data, result.revision, term, deadline)
                 return "ok"
@@ -310,8 +310,8 @@ class BroadcastMixin(NodeCore):
             if self._config.fast_takeover:
                 for i in range(0, len(results), PIECE_WINDOW):
                     if results[i].succeeded:
-                        self._heartbeat_acked(sent[i])
-                        self._last_hb_sent = max(self._last_hb_sent, sent[i])
+                        self._heartbeat.sent(sent[i])
+                        self._heartbeat.acked(sent[i])
             if not all(r.succeeded for r in results):
                 # the height was taken or leadership lost: the commit transaction,
                 # with the same compares, fails the same way and says which
@@ -340,8 +340,7 @@ class BroadcastMixin(NodeCore):
         the ops and the heartbeat's send time (0.0: none added)."""
         if self._config.fast_takeover:
             now = time.monotonic()
-            if now - self._last_hb_sent >= self._hb_interval:
-                self._last_hb_sent = now
+            if self._heartbeat.take_due(now):
                 return [*ops, op_put(self._keys.heartbeat, str(term).encode())], now
         return ops, 0.0
 

@@ -208,11 +208,11 @@ class ElectionMixin(NodeCore):
             return cfg.heartbeat_timeout
         now = time.monotonic()
         if self._term:
-            due = self._last_hb_sent + self._hb_interval - now
+            due = self._heartbeat.next_due(now)
         else:
-            due = self._hb_seen_at + cfg.heartbeat_timeout - now
+            due = self._heartbeat.seen.since + cfg.heartbeat_timeout - now
             if due <= 0:  # silence deadline passed: re-check at the heartbeat rhythm
-                due = self._hb_interval
+                due = self._heartbeat.interval
         return min(max(due, 0.002), cfg.heartbeat_timeout)
 
     def _control_step(self) -> None:
@@ -274,8 +274,7 @@ class ElectionMixin(NodeCore):
                 deadline=deadline,
             )
             if result.succeeded:
-                self._hb_acked = sent  # a new term: only its own heartbeats count
-                self._last_hb_sent = sent
+                self._heartbeat.new_term(sent)  # only this term's heartbeats count
                 with self._cond:
                     self._claimed = mine.create_revision
                     self._refresh_leadership()
@@ -288,13 +287,14 @@ class ElectionMixin(NodeCore):
             self._maybe_depose(client, deadline, leader, mine)  # never while paused
 
     def _send_heartbeat(self, client: EtcdClient, deadline: Deadline) -> None:
-        if time.monotonic() - self._last_hb_sent < self._hb_interval:
+        if self._heartbeat.next_due(time.monotonic()) > 0:
             return
         with self._lock:
             key, term = self._my_key, self._term
         if not term:
             return
-        sent = self._last_hb_sent = time.monotonic()
+        sent = time.monotonic()
+        self._heartbeat.sent(sent)
         result = client.txn(
             [cmp_create(key, "EQUAL", term)],
             [op_put(self._keys.heartbeat, str(term).encode())],
@@ -302,7 +302,7 @@ class ElectionMixin(NodeCore):
             lane="control",
         )
         if result.succeeded:
-            self._heartbeat_acked(sent)
+            self._heartbeat.acked(sent)
         else:
             self._step_down("heartbeat rejected: election key gone")
 
@@ -317,8 +317,9 @@ class ElectionMixin(NodeCore):
         cfg = self._config
         with self._lock:
             queue = sorted(self._view.candidates.values(), key=lambda c: c.create_revision)
-            hb_rev, seen_at = self._hb_seen_rev, self._hb_seen_at
-            same_leader = self._hb_leader_key == leader.key
+        seen = self._heartbeat.seen
+        hb_rev, seen_at = seen.revision, seen.since
+        same_leader = seen.leader_key == leader.key
         if not same_leader:
             return
         rank = next((i for i, c in enumerate(queue) if c.key == mine.key), None)
@@ -349,9 +350,8 @@ class ElectionMixin(NodeCore):
                 silence * 1000,
                 extra=self._extra(),
             )
-        else:
-            with self._lock:  # it spoke meanwhile: give it a fresh period
-                self._hb_seen_at = max(self._hb_seen_at, time.monotonic())
+        else:  # it spoke meanwhile: give it a fresh period
+            self._heartbeat.spoke()
 
     def _maybe_prune(self, client: EtcdClient, deadline: Deadline) -> None:
         """Delete old log entries (and their large blocks' pieces): keep the newest

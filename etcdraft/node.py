@@ -41,6 +41,7 @@ from etcdraft.etcd import (
     prefix_end,
 )
 from etcdraft.fsm import FSM, ApplyQueue, SnapshotStore
+from etcdraft.heartbeat import Heartbeat
 from etcdraft.keys import Keys
 from etcdraft.proto import RaftBlockState
 from etcdraft.replication import ReplicationMixin
@@ -124,14 +125,8 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
         # (leader key, term, its compare, the member compare): see _broadcast
         self._fence: tuple[bytes, int, Compare, Compare] = (b"", 0, Compare(), Compare())
         self._ambiguous = False  # a broadcast may have committed without our knowing
-        # fast takeover: the leader's heartbeat as this node last saw it
-        self._hb_interval = config.heartbeat_timeout / 4
-        self._last_hb_sent = -math.inf  # monotonic, leader side
-        # send time of the last heartbeat of this term etcd acknowledged (leader side)
-        self._hb_acked = -math.inf
-        self._hb_seen_at = time.monotonic()  # monotonic, when heartbeat/leader changed
-        self._hb_seen_rev = 0
-        self._hb_leader_key = b""
+        # fast takeover: heartbeats sent and acknowledged, the leader's as seen
+        self._heartbeat = Heartbeat(config.heartbeat_timeout)
         self.deposed = 0
         # large blocks (etcdraft.blocks): etcd's request limit as learned, the pieces
         # seen on the watch until their manifest commits, counters
@@ -347,7 +342,7 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
         if not self._holds_term():
             return False
         if self._config.fast_takeover:
-            return time.monotonic() < self._hb_acked + self._config.heartbeat_timeout
+            return time.monotonic() < self._heartbeat.belief_until()
         return True
 
     def _holds_term(self) -> bool:
@@ -357,11 +352,6 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
         if not self._term or session is None or self._stopping.is_set():
             return False
         return time.monotonic() < session.expires_at() - self._config.leader_lease_timeout
-
-    def _heartbeat_acked(self, sent: float) -> None:
-        """etcd acknowledged a heartbeat of this term sent at ``sent`` (monotonic)."""
-        if sent > self._hb_acked:
-            self._hb_acked = sent
 
     def stats(self) -> NodeStats:
         """A frozen snapshot of this node: role, term, leader, applied and observed
@@ -378,7 +368,7 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
         if leader and session is not None:
             leader_until = session.expires_at() - self._config.leader_lease_timeout
             if self._config.fast_takeover:
-                leader_until = min(leader_until, self._hb_acked + self._config.heartbeat_timeout)
+                leader_until = min(leader_until, self._heartbeat.belief_until())
         if self._closed or not self._started:
             role = "stopped"
         elif leader:
@@ -398,8 +388,8 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
             observed_revision=client.max_revision if client is not None else 0,
             lease_remaining=(session.expires_at() - now) if session is not None else 0.0,
             last_heartbeat_age=(
-                now - self._hb_acked
-                if leader and self._config.fast_takeover and self._hb_acked > -math.inf
+                now - self._heartbeat.acked_at
+                if leader and self._config.fast_takeover and self._heartbeat.acked_at > -math.inf
                 else None
             ),
             broadcasts=self.broadcasts,

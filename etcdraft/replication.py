@@ -4,7 +4,6 @@ after compaction, and turning watch events into applied entries and view updates
 from __future__ import annotations
 
 import math
-import time
 
 import tenacity
 
@@ -270,8 +269,4 @@ class ReplicationMixin(NodeCore):
     def _note_heartbeat(self, view: View) -> None:
         """Restart the silence timer when the leader or its heartbeat changed."""
         leader = view.leader()
-        leader_key = leader.key if leader is not None else b""
-        if view.heartbeat_rev != self._hb_seen_rev or leader_key != self._hb_leader_key:
-            self._hb_seen_rev = view.heartbeat_rev
-            self._hb_leader_key = leader_key
-            self._hb_seen_at = time.monotonic()
+        self._heartbeat.observe(leader.key if leader is not None else b"", view.heartbeat_rev)

@@ -17,6 +17,7 @@ from helpers import wait_until
 
 from etcdraft import Config, LeadershipLostError, Node, NotLeaderError, RaftBlockState
 from etcdraft.etcd import cmp_create, op_put
+from etcdraft.heartbeat import Silence
 from etcdraft.history import read_history
 
 
@@ -242,26 +243,27 @@ def test_heartbeat_that_lands_before_the_depose_wins_the_race(etcd, namespace: s
         leader._send_heartbeat = lambda client, deadline: None  # type: ignore[method-assign]
         other._maybe_depose = lambda *args: None  # type: ignore[method-assign]
         depose = type(other)._maybe_depose
-        wait_until(lambda: other._hb_seen_rev > 0, 5, "the other node saw a heartbeat")
-        stale = other._hb_seen_rev
-        leader._last_hb_sent = -float("inf")
+        hb = other._heartbeat
+        wait_until(lambda: hb.seen.revision > 0, 5, "the other node saw a heartbeat")
+        stale = hb.seen.revision
+        leader._heartbeat.forget_sent()
         send_heartbeat(leader._client, Deadline(2.0))  # type: ignore[arg-type]
-        wait_until(lambda: other._hb_seen_rev > stale, 5, "the other node saw the new one")
-        fresh = other._hb_seen_rev
+        wait_until(lambda: hb.seen.revision > stale, 5, "the other node saw the new one")
+        fresh = hb.seen.revision
 
         def attempt(seen_rev: int) -> None:
             with other._lock:
                 view = other._view
                 target = view.leader()
                 mine = view.candidates[other._my_key]
-                other._hb_seen_rev = seen_rev
-                other._hb_seen_at = time.monotonic() - 10.0  # long silent, locally
+                # long silent, locally, since the heartbeat at seen_rev
+                hb._seen = Silence(target.key, seen_rev, time.monotonic() - 10.0)
             assert target is not None and target.node_id == leader.node_id
             depose(other, other._client, Deadline(2.0), target, mine)
 
         attempt(stale)  # the deposer had not seen the latest heartbeat
         assert other.deposed == 0
-        assert other._hb_seen_at > time.monotonic() - 5.0, "silence timer not restarted"
+        assert hb.seen.since > time.monotonic() - 5.0, "silence timer not restarted"
         assert leader.is_leader()
         leader.broadcast(RaftBlockState(height=1, timestamp=1))  # still leads in etcd
 

@@ -113,7 +113,7 @@ def test_no_follower_deposes_a_silent_leader_while_paused(cluster: Cluster) -> N
     others = [n for n in cluster.nodes if n is not old]
     # the silence that makes the first follower depose (heartbeat_timeout), twice over
     wait_until(
-        lambda: all(time.monotonic() - n._hb_seen_at > 2 * HB for n in others),
+        lambda: all(time.monotonic() - n._heartbeat.seen.since > 2 * HB for n in others),
         10,
         "the followers still hear the leader",
     )

@@ -1,5 +1,6 @@
-"""Broadcast for :class:`~etcdraft.Node`: the leader's fenced write of the next block,
-retries that turn out to be duplicates, and the outcome reported to observers.
+"""The broadcast part of a :class:`~etcdraft.Node`: the leader's fenced write of the
+next block, retries that turn out to be duplicates, and the outcome reported to
+observers.
 
 Every write is one etcd transaction that compares the create revision of this node's
 election key (its term) and its member key, and that the log key is still unused; the
@@ -12,16 +13,20 @@ one transaction, which puts its manifest under ``log/<height>``."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+from etcdraft._context import NodeContext
 from etcdraft._deadline import Deadline
-from etcdraft._node_core import NodeCore
 from etcdraft.blocks import encode_manifest, is_manifest, make_manifest, parse_manifest, split
+from etcdraft.elector import Elector
 from etcdraft.errors import (
     CorruptDataError,
     EtcdNoSpaceError,
+    EtcdraftError,
     EtcdRequestTooLargeError,
     EtcdUnavailableError,
     HeightConflictError,
@@ -39,10 +44,11 @@ from etcdraft.etcd import (
     op_put,
     op_range,
 )
-from etcdraft.fsm import decode_state, short_hash
+from etcdraft.fsm import FSM, decode_state, short_hash
+from etcdraft.heartbeat import Heartbeat
 from etcdraft.proto import RaftBlockState
 
-__all__ = ["MAX_ENTRY_BYTES", "REQUEST_OVERHEAD", "BroadcastMixin"]
+__all__ = ["MAX_ENTRY_BYTES", "REQUEST_OVERHEAD", "Broadcaster"]
 
 #: Room left in one etcd request for the transaction around a value (keys, compares,
 #: the heartbeat put, etcd's own framing).
@@ -56,43 +62,71 @@ MAX_SHRINKS = 6
 PIECE_WINDOW = 8
 
 
-class BroadcastMixin(NodeCore):
-    """The broadcast part of ``Node``."""
+class Broadcaster:
+    """Owns: the broadcast lock (one broadcast at a time, and none during a
+    handover), the fencing compares of the current term, whether an earlier write's
+    outcome is unknown, etcd's request limit as learned, the NOSPACE state, the
+    observers and the counters. Every field below the lock is written only with it
+    held (by the caller's thread)."""
 
-    broadcasts: int
-    fenced_rejections: int
-    _broadcast_observers: list[Callable[[str, float], None]]
-    #: (election key, term, its create-revision compare, the member-key compare)
-    _fence: tuple[bytes, int, Compare, Compare]
-    #: a broadcast may have committed without our knowing (until the watch caught up)
-    _ambiguous: bool
-    #: what etcd accepts in one request, as learned (starts at etcd_max_request_bytes)
-    _request_limit: int
-    #: the last write failed because etcd's backend is full (until one succeeds)
-    etcd_full: bool
+    def __init__(
+        self,
+        ctx: NodeContext,
+        fsm: FSM,
+        elector: Elector,
+        heartbeat: Heartbeat,
+        leader_id: Callable[[], str],
+    ) -> None:
+        self._ctx = ctx
+        self._leader_id = leader_id
+        self._fsm = fsm
+        self._elector = elector
+        self._heartbeat = heartbeat
+        self._lock = threading.Lock()
+        self._observers: list[Callable[[str, float], None]] = []
+        #: (election key, term, its create-revision compare, the member-key compare)
+        self._fence: tuple[bytes, int, Compare, Compare] = (b"", 0, Compare(), Compare())
+        #: a broadcast may have committed without our knowing (until the watch caught up)
+        self._ambiguous = False
+        #: what etcd accepts in one request, as learned
+        self.request_limit = ctx.config.etcd_max_request_bytes
+        #: the last write failed because etcd's backend is full (until one succeeds)
+        self.etcd_full = False
+        self.broadcasts = 0
+        self.fenced_rejections = 0
+        self.pieces_written = 0
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """No broadcast runs while this is held (a handover)."""
+        with self._lock:
+            yield
+
+    def etcd_accepts_writes(self) -> bool:
+        """After a write failed with NOSPACE: is the alarm gone? (A quorum that cannot
+        take a block is no quorum for the caller of ``has_quorum``.)"""
+        client = self._ctx.client
+        if client is None:
+            return False
+        try:
+            alarms = client.admin.alarms(
+                Deadline(self._ctx.config.send_timeout, self._ctx.stopping)
+            )
+        except EtcdraftError:
+            return False
+        if any(a.alarm == "NOSPACE" for a in alarms):
+            return False
+        self.etcd_full = False
+        return True
 
     def add_broadcast_observer(self, callback: Callable[[str, float], None]) -> None:
-        """Call ``callback(outcome, seconds)`` after every ``broadcast()``, in the
-        caller's thread, with its duration and outcome: ``ok`` (written),
-        ``duplicate`` (the same block was already replicated: a retry),
-        ``not_leader``, ``lost``, ``conflict``, ``invalid``, ``unavailable`` or
-        ``error``. Used by ``etcdraft.metrics``; the callback must be quick and must
-        not raise (exceptions are logged and ignored)."""
+        """See ``Node.add_broadcast_observer``."""
         with self._lock:
-            self._broadcast_observers = [*self._broadcast_observers, callback]
+            self._observers = [*self._observers, callback]
 
     def broadcast(self, state: RaftBlockState, *, timeout: float | None = None) -> None:
-        """Replicate ``state``; returns once etcd committed it.
-
-        Raises:
-            NotLeaderError: this node does not lead.
-            HeightConflictError: a different block is replicated at that height.
-            InvalidStateError: timestamp not strictly increasing, height pruned or
-                skipped, or the state too large for etcd.
-            LeadershipLostError: the fenced write was rejected; nothing written.
-            EtcdUnavailableError: etcd did not answer in time (safe to retry).
-        """
-        observers = self._broadcast_observers
+        """See ``Node.broadcast``."""
+        observers = self._observers
         if not observers:
             self._broadcast(state, timeout)
             return
@@ -121,21 +155,22 @@ class BroadcastMixin(NodeCore):
                 try:
                     callback(outcome, elapsed)
                 except Exception:
-                    self._log.exception("broadcast observer failed", extra=self._extra())
+                    self._ctx.log.exception("broadcast observer failed", extra=self._ctx.extra())
 
     def _broadcast(self, state: RaftBlockState, timeout: float | None) -> str:
         """``broadcast()`` itself; returns ``"ok"`` or ``"duplicate"``."""
         if not isinstance(state, RaftBlockState):
             raise TypeError(f"state must be a RaftBlockState, not {type(state).__name__}")
-        with self._bcast_lock:
-            if not self.is_leader():
+        ctx = self._ctx
+        with self._lock:
+            if not self._elector.is_leader():
                 raise NotLeaderError(
-                    f"node {self._id} is not the leader (leader: {self.leader_id() or 'unknown'}); "
+                    f"node {ctx.id} is not the leader (leader: {self._leader_id() or 'unknown'}); "
                     "send blocks to the leader"
                 )
-            client = self._require_client()
+            client = ctx.require_client()
             deadline = Deadline(
-                self._config.send_timeout if timeout is None else timeout, self._stopping
+                ctx.config.send_timeout if timeout is None else timeout, ctx.stopping
             )
             data = state.SerializeToString()
             height = state.height
@@ -148,15 +183,15 @@ class BroadcastMixin(NodeCore):
                     f"timestamp {state.timestamp} of height {height} does not strictly increase "
                     f"(replicated height {head_height} has timestamp {head_ts})"
                 )
-            max_block = self._config.max_block_bytes
+            max_block = ctx.config.max_block_bytes
             if len(data) > max_block:
                 raise InvalidStateError(
                     f"state at height {height} encodes to {len(data)} bytes, over "
                     f"max_block_bytes ({max_block}); raise max_block_bytes "
                     "(ETCDRAFT_MAX_BLOCK_BYTES) or produce smaller blocks"
                 )
-            with self._lock:
-                key, term = self._my_key, self._term
+            lead = self._elector.leadership
+            key, term = lead.key, lead.term
             fence = self._fence
             if fence[0] != key or fence[1] != term:
                 # the compares that fence every write of this term, built once
@@ -164,26 +199,28 @@ class BroadcastMixin(NodeCore):
                     key,
                     term,
                     cmp_create(key, "EQUAL", term),
-                    cmp_version(self._keys.member(self._id), "GREATER", 0),
+                    cmp_version(ctx.keys.member(ctx.id), "GREATER", 0),
                 )
             try:
                 value = data
-                if len(data) > self._request_limit - REQUEST_OVERHEAD:
+                if len(data) > self.request_limit - REQUEST_OVERHEAD:
                     value = self._write_pieces(client, state, data, fence, term, deadline)
                 outcome = self._commit(client, state, data, value, fence, term, deadline)
             except EtcdNoSpaceError:
                 if not self.etcd_full:
                     self.etcd_full = True
-                    self._log.error(
+                    self._ctx.log.error(
                         "etcd's backend is full (NOSPACE alarm): broadcasts fail until an "
                         "operator compacts, defragments and disarms the alarm (etcdctl "
                         "compact / defrag / alarm disarm) or raises --quota-backend-bytes",
-                        extra=self._extra(height=height),
+                        extra=self._ctx.extra(height=height),
                     )
                 raise
             if self.etcd_full:
                 self.etcd_full = False
-                self._log.info("etcd accepts writes again", extra=self._extra(height=height))
+                self._ctx.log.info(
+                    "etcd accepts writes again", extra=self._ctx.extra(height=height)
+                )
             return outcome
 
     def _commit(
@@ -199,7 +236,7 @@ class BroadcastMixin(NodeCore):
         """The one fenced transaction that makes ``log/<height>`` hold ``value``: the
         state's bytes, or the manifest of its pieces."""
         client_height = state.height
-        log_key = self._keys.log(client_height)
+        log_key = self._ctx.keys.log(client_height)
         free = cmp_create(log_key, "EQUAL", 0)
         for _ in range(2):
             ops, hb_sent = self._with_heartbeat([op_put(log_key, value)], term)
@@ -247,11 +284,11 @@ class BroadcastMixin(NodeCore):
             # not a block of this height (corrupt, or another height's): every FSM
             # skipped it, so the height is still free. Replace exactly that value,
             # fenced like any leader write.
-            self._log.warning(
+            self._ctx.log.warning(
                 "log/%d holds a value that is not a block of that height (written by "
                 "another program, skipped by every node): replacing it",
                 client_height,
-                extra=self._extra(height=client_height),
+                extra=self._ctx.extra(height=client_height),
             )
             free = cmp_mod(log_key, "EQUAL", kv.mod_revision)
         else:
@@ -261,7 +298,7 @@ class BroadcastMixin(NodeCore):
                 height=client_height,
             )
         self.fenced_rejections += 1
-        self._step_down("fenced write rejected by etcd")
+        self._elector.step_down("fenced write rejected by etcd")
         raise LeadershipLostError()
 
     def _write_pieces(
@@ -278,23 +315,23 @@ class BroadcastMixin(NodeCore):
         size (etcd's limit is learned). The nonce depends on the term and the bytes, so
         a retry of the same state by the same leader rewrites the same keys."""
         height = state.height
-        log_key = self._keys.log(height)
+        log_key = self._ctx.keys.log(height)
         digest = hashlib.sha256(data).digest()  # once per broadcast, not per attempt
         nonce = f"{term:x}-{digest.hex()[:16]}"
         for _ in range(MAX_SHRINKS):
-            piece_size = max(1024, self._request_limit - REQUEST_OVERHEAD)
+            piece_size = max(1024, self.request_limit - REQUEST_OVERHEAD)
             nonce_sized = f"{nonce}-{piece_size:x}"
             manifest = make_manifest(
                 height, state.timestamp, state.hash, data, nonce_sized, piece_size, digest
             )
             # the first piece of every window of PIECE_WINDOW carries a heartbeat (with
             # fast takeover): a long large write keeps the leader's heartbeat going
-            beat = [op_put(self._keys.heartbeat, str(term).encode())]
+            beat = [op_put(self._ctx.keys.heartbeat, str(term).encode())]
             txns = [
                 (
                     [fence[2], fence[3], cmp_create(log_key, "EQUAL", 0)],
-                    [op_put(self._keys.piece(height, nonce_sized, i), piece)]
-                    + (beat if self._config.fast_takeover and i % PIECE_WINDOW == 0 else []),
+                    [op_put(self._ctx.keys.piece(height, nonce_sized, i), piece)]
+                    + (beat if self._ctx.config.fast_takeover and i % PIECE_WINDOW == 0 else []),
                 )
                 for i, piece in enumerate(split(data, piece_size))
             ]
@@ -307,7 +344,7 @@ class BroadcastMixin(NodeCore):
             except EtcdUnavailableError:
                 self._ambiguous = True
                 raise
-            if self._config.fast_takeover:
+            if self._ctx.config.fast_takeover:
                 for i in range(0, len(results), PIECE_WINDOW):
                     if results[i].succeeded:
                         self._heartbeat.sent(sent[i])
@@ -320,28 +357,28 @@ class BroadcastMixin(NodeCore):
             return encode_manifest(manifest)
         raise InvalidStateError(
             f"etcd keeps refusing pieces of height {height} as too large (last limit "
-            f"{self._request_limit} bytes): check etcd's --max-request-bytes"
+            f"{self.request_limit} bytes): check etcd's --max-request-bytes"
         )
 
     def _learn_limit(self, limit: int, exc: EtcdRequestTooLargeError) -> None:
-        if limit < self._request_limit:
-            self._log.warning(
+        if limit < self.request_limit:
+            self._ctx.log.warning(
                 "etcd refused a request as too large (%s): using %d bytes per request "
                 "instead of %d (set etcd_max_request_bytes to etcd's --max-request-bytes)",
                 exc,
                 limit,
-                self._request_limit,
-                extra=self._extra(),
+                self.request_limit,
+                extra=self._ctx.extra(),
             )
-            self._request_limit = limit
+            self.request_limit = limit
 
     def _with_heartbeat(self, ops: list[RequestOp], term: int) -> tuple[list[RequestOp], float]:
         """Add the leader's heartbeat put to a leader write when one is due; returns
         the ops and the heartbeat's send time (0.0: none added)."""
-        if self._config.fast_takeover:
+        if self._ctx.config.fast_takeover:
             now = time.monotonic()
             if self._heartbeat.take_due(now):
-                return [*ops, op_put(self._keys.heartbeat, str(term).encode())], now
+                return [*ops, op_put(self._ctx.keys.heartbeat, str(term).encode())], now
         return ops, 0.0
 
     def _land(
@@ -352,7 +389,7 @@ class BroadcastMixin(NodeCore):
         for the watch to apply it in revision order, so no entry is skipped."""
         if not self._ambiguous:
             self._fsm.apply(state, revision, term, encoded=data)
-        elif self._fsm.wait_applied(revision, deadline.remaining(), self._stopping):
+        elif self._fsm.wait_applied(revision, deadline.remaining(), self._ctx.stopping):
             self._ambiguous = False
 
     def _check_retry(
@@ -364,7 +401,7 @@ class BroadcastMixin(NodeCore):
         head_height: int,
     ) -> None:
         height = state.height
-        kv = client.get(self._keys.log(height), deadline)
+        kv = client.get(self._ctx.keys.log(height), deadline)
         if kv is None:
             raise InvalidStateError(
                 f"height {height} is at or below the replicated height {head_height} and no "

@@ -39,7 +39,6 @@ import logging
 import socket
 import socketserver
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -49,7 +48,6 @@ from etcdraft._config_values import split_host_port
 from etcdraft._deadline import Deadline
 from etcdraft._version import __version__
 from etcdraft.errors import ConfigError, EtcdraftError
-from etcdraft.etcd import prefix_end
 
 if TYPE_CHECKING:
     from etcdraft.node import Node
@@ -208,14 +206,11 @@ class NodeHttpServer:
 
     @contextlib.contextmanager
     def _answering(self) -> Iterator[None]:
-        """Hold the node's lock for a consistent read, waiting at most ANSWER_TIMEOUT."""
-        lock = self._node._lock
-        if not lock.acquire(timeout=ANSWER_TIMEOUT):
+        """Go on only if the node answers (its view not held stuck) within
+        ANSWER_TIMEOUT."""
+        if not self._node._health(ANSWER_TIMEOUT).answering:
             raise _NotAnswering
-        try:
-            yield
-        finally:
-            lock.release()
+        yield
 
     def _raft_node(self) -> _Answer:
         node = self._node
@@ -226,49 +221,28 @@ class NodeHttpServer:
         return _Answer(200, body + "\n", "application/json")
 
     def _live(self) -> _Answer:
-        node = self._node
-        if node._closed or node._stopping.is_set():
+        health = self._node._health(ANSWER_TIMEOUT)
+        if health.stopping:
             return _Answer(503, "FAIL: node stopping\n")
-        session, watcher = node._session, node._watcher
-        threads = {
-            "control": node._control_thread,
-            "session": session.thread if session is not None else None,
-            "watch": watcher.thread if watcher is not None else None,
-        }
-        dead = [name for name, thread in threads.items() if thread is None or not thread.is_alive()]
-        if dead:
-            return _Answer(503, f"FAIL: thread(s) not running: {', '.join(dead)}\n")
-        with self._answering():
-            pass
+        if health.dead_threads:
+            return _Answer(503, f"FAIL: thread(s) not running: {', '.join(health.dead_threads)}\n")
+        if not health.answering:
+            raise _NotAnswering
         return _Answer(200, "OK\n")
 
     def _ready(self) -> _Answer:
         node = self._node
         cfg = node.config
-        if node._closed or node._stopping.is_set():
+        health = node._health(ANSWER_TIMEOUT)
+        if health.stopping:
             return _Answer(503, "UNREADY: node stopping\n")
-        session, client = node._session, node._client
-        if (
-            session is None
-            or client is None
-            or node._session_lost.is_set()
-            or session.expires_at() <= time.monotonic()
-        ):
+        if not health.session_live:
             return _Answer(503, "UNREADY: no live etcd session\n")
-        prefix = node.keys.log_prefix
         try:
-            res = client.range(
-                prefix,
-                prefix_end(prefix),
-                Deadline(min(READY_ETCD_TIMEOUT, cfg.send_timeout), node._stopping),
-                limit=1,
-                keys_only=True,
-                descending=True,
-            )
+            head = node._log_head(min(READY_ETCD_TIMEOUT, cfg.send_timeout))
         except EtcdraftError as exc:
             reason = " ".join(str(exc).split())[:200]
             return _Answer(503, f"UNREADY: etcd did not answer: {reason}\n")
-        head = node.keys.parse(res.kvs[0].key).number if res.kvs else 0
         applied = node.fsm.height
         behind = head - applied
         allowed = cfg.readiness_max_blocks_behind
@@ -287,7 +261,7 @@ class NodeHttpServer:
 
     def _replica(self) -> _Answer:
         node = self._node
-        if node._closed or node._stopping.is_set():
+        if node._health(ANSWER_TIMEOUT).stopping:
             return _Answer(503, "NOT REPLICA: node stopping\n")
         if node.is_leader():
             return _Answer(503, "NOT REPLICA: this node leads\n")

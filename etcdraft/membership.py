@@ -1,11 +1,14 @@
 """Membership transactions under ``<ns>/members/``, shared by ``Node.add_peer`` /
-``Node.remove_peer`` and the ``etcdraft members`` command."""
+``Node.remove_peer`` and the ``etcdraft members`` command, and the bootstrap of a
+namespace's first membership."""
 
 from __future__ import annotations
 
+import logging
+
 from etcdraft._config_values import check_node_id
 from etcdraft._deadline import Deadline
-from etcdraft.config import parse_peer
+from etcdraft.config import Config, parse_peer
 from etcdraft.errors import ConfigError, EtcdTimeoutError
 from etcdraft.etcd import (
     Compare,
@@ -15,11 +18,14 @@ from etcdraft.etcd import (
     cmp_value,
     op_delete,
     op_put,
+    op_range,
     prefix_end,
 )
 from etcdraft.keys import Keys
 
-__all__ = ["add_member", "check_member_id", "remove_member"]
+__all__ = ["add_member", "bootstrap", "check_member_id", "remove_member"]
+
+log = logging.getLogger("etcdraft.node")
 
 
 def check_member_id(node_id: str) -> None:
@@ -81,3 +87,46 @@ def remove_member(client: EtcdClient, keys: Keys, node_id: str, deadline: Deadli
     if not result.succeeded:  # a candidacy changed meanwhile: delete what is there
         client.txn([], [op_delete(keys.member(node_id))], deadline=deadline)
     return len(ops) > 1
+
+
+def bootstrap(
+    client: EtcdClient,
+    keys: Keys,
+    config: Config,
+    deadline: Deadline,
+    logger: logging.Logger = log,
+) -> dict[str, str] | None:
+    """Write the initial membership if the namespace has none: one transaction
+    comparing the whole members prefix, so two groups bootstrapping at once cannot
+    merge. A namespace whose members are none of this node's peers belongs to
+    another cluster: refuse to start.
+
+    Returns the membership written (None: the namespace had members).
+
+    Raises:
+        ConfigError: another cluster owns the namespace.
+    """
+    k = keys
+    peers = {p.node_id: p.addr for p in config.peer_list()}
+    peers.setdefault(config.node_id, config.raft_addr)
+    members_end = prefix_end(k.members_prefix)
+    result = client.txn(
+        [cmp_create(k.members_prefix, "EQUAL", 0, range_end=members_end)],
+        [op_put(k.member(nid), addr.encode()) for nid, addr in sorted(peers.items())],
+        [op_range(k.members_prefix, members_end)],
+        deadline=deadline,
+    )
+    if result.succeeded:
+        logger.info("bootstrapped membership: %s", ", ".join(sorted(peers)))
+        return peers
+    existing = sorted(k.parse(kv.key).name for kv in result.range_kvs(0))
+    if existing and set(existing).isdisjoint(peers):
+        raise ConfigError(
+            f"namespace {k.namespace!r} already holds another etcdraft cluster (members "
+            f"{', '.join(existing)}), none of which is among this node's peers "
+            f"({', '.join(sorted(peers))}): two clusters must not share a namespace. Give "
+            "this cluster a namespace of its own; to join that cluster instead, start "
+            "with bootstrap=False and have one of its members call add_peer().",
+            field="namespace",
+        )
+    return None

@@ -1,54 +1,52 @@
 """``Node``: election, fenced broadcast, watch-driven FSM and membership on etcd.
 
-Threads (each owned and joined by the node):
+``Node`` is a facade over parts that each own their state (see docs/architecture.md):
 
-* ``etcdraft-watch-<id>``: the one ordered watch over the namespace; applies log
-  entries to the FSM and keeps the :class:`~etcdraft.view.View` current. Never
-  blocks on etcd requests of its own.
-* ``etcdraft-session-<id>``: lease keep-alives, progress reports, local snapshots.
-* ``etcdraft-control-<id>``: campaigning, claiming the term, stepping down when
-  removed, pruning. Woken by the watch whenever the view changes.
+* :class:`~etcdraft.cluster_view.ClusterView`: the view of the namespace;
+* :class:`~etcdraft.replication.Replicator`: the watch (thread
+  ``etcdraft-watch-<id>``), catch-up, feeding the FSM;
+* :class:`~etcdraft.elector.Elector`: the session (thread ``etcdraft-session-<id>``:
+  keep-alives, progress reports, local snapshots) and the control thread
+  (``etcdraft-control-<id>``: campaign, claim, heartbeat, depose, prune); it publishes
+  an immutable :class:`~etcdraft.elector.Leadership`;
+* :class:`~etcdraft.heartbeat.Heartbeat`: fast takeover's clock;
+* :class:`~etcdraft.broadcast.Broadcaster`: the fenced writes of blocks;
+* :class:`~etcdraft.progress.ProgressReporter` and :class:`~etcdraft.pruner.Pruner`.
 
-Safety never rests on local state: every leader write is an etcd transaction that
-compares the create revision of this node's election key (the term).
+The facade starts the parts in order, stops and joins every thread in ``stop()``, and
+delegates the public API. Safety never rests on local state: every leader write is an
+etcd transaction that compares the create revision of this node's election key (the
+term).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from etcdraft import membership
+from etcdraft._context import NodeContext
 from etcdraft._deadline import Deadline
-from etcdraft._node_core import NodeCore
-from etcdraft.blocks import PieceBuffer
-from etcdraft.broadcast import MAX_ENTRY_BYTES, BroadcastMixin
+from etcdraft.broadcast import MAX_ENTRY_BYTES, Broadcaster
+from etcdraft.cluster_view import ClusterView
 from etcdraft.config import Config
-from etcdraft.election import ElectionMixin
-from etcdraft.errors import (
-    ConfigError,
-    EtcdraftError,
-)
-from etcdraft.etcd import (
-    Compare,
-    EtcdClient,
-    cmp_create,
-    op_range,
-    prefix_end,
-)
+from etcdraft.elector import Elector
+from etcdraft.errors import ConfigError, EtcdraftError
+from etcdraft.etcd import EtcdClient, prefix_end
 from etcdraft.fsm import FSM, ApplyQueue, SnapshotStore
 from etcdraft.heartbeat import Heartbeat
 from etcdraft.keys import Keys
+from etcdraft.progress import ProgressReporter
 from etcdraft.proto import RaftBlockState
-from etcdraft.replication import ReplicationMixin
-from etcdraft.session import Session
-from etcdraft.stats import NodeStats
-from etcdraft.view import Progress, View
-from etcdraft.watch import Watcher
+from etcdraft.protocol import log_head
+from etcdraft.pruner import Pruner
+from etcdraft.replication import Replicator
+from etcdraft.stats import NodeHealth, NodeStats
+from etcdraft.view import Progress
 
 if TYPE_CHECKING:
     from etcdraft.http_api import NodeHttpServer
@@ -57,14 +55,8 @@ __all__ = ["MAX_ENTRY_BYTES", "Node"]
 
 log = logging.getLogger(__name__)
 
-#: Minimum pause between local snapshots.
-SNAPSHOT_INTERVAL = 1.0
-#: A node outside the membership reports its progress at most every this many
-#: heartbeat_timeout periods (members: every period, for handover ranking).
-NON_MEMBER_PROGRESS_EVERY = 10
 
-
-class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
+class Node:
     """A member of an etcdraft cluster (Go: ``raft.Node``). Constructing does no I/O.
 
     Args:
@@ -81,73 +73,44 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
                 "e.g. http://127.0.0.1:2379; for a local etcd use etcdraft.embedded",
                 field="endpoints",
             )
-        self._config = config
-        self._log = logger or log
-        self._id = config.node_id
-        self._keys = Keys(config.namespace)
+        self._ctx = ctx = NodeContext(config, logger or log)
         snapshots = (
             SnapshotStore(config.raft_dir, config.snap_count, namespace=config.namespace)
             if config.raft_dir
             else None
         )
         self._fsm = FSM(config.node_id, snapshots)
-        self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
-        self._view = View()
-        self._client: EtcdClient | None = None
-        self._session: Session | None = None
-        self._watcher: Watcher | None = None
-        self._control_thread: threading.Thread | None = None
-        self._changed = threading.Event()
-        self._stopping = threading.Event()
-        self._retiring = threading.Event()  # stop(): no more campaigning
-        self._started = False
-        self._closed = False
-        self._start_lock = threading.Lock()
-        self._bcast_lock = threading.Lock()
-        # candidacy / leadership (guarded by _lock)
-        self._lease = 0
-        self._my_key = b""
-        self._my_rev = 0  # create revision of our election key (0: not campaigning)
-        self._claimed = 0  # term whose record we wrote
-        self._term = 0  # current term while leader, else 0
-        self._hold_campaign_until = -math.inf
-        self._session_lost = threading.Event()
-        self._last_progress: Progress | None = None
-        self._last_progress_at = -math.inf
-        self._last_snapshot = -math.inf
-        self._warned: dict[str, float] = {}
-        # counters
-        self.fenced_rejections = 0
-        self.foreign_keys = 0
-        self.broadcasts = 0
-        self._broadcast_observers: list[Callable[[str, float], None]] = []
-        # (leader key, term, its compare, the member compare): see _broadcast
-        self._fence: tuple[bytes, int, Compare, Compare] = (b"", 0, Compare(), Compare())
-        self._ambiguous = False  # a broadcast may have committed without our knowing
-        # fast takeover: heartbeats sent and acknowledged, the leader's as seen
+        self._cluster = ClusterView()
         self._heartbeat = Heartbeat(config.heartbeat_timeout)
-        self.deposed = 0
-        # large blocks (etcdraft.blocks): etcd's request limit as learned, the pieces
-        # seen on the watch until their manifest commits, counters
-        self._request_limit = config.etcd_max_request_bytes
-        self._pieces = PieceBuffer(max_bytes=2 * config.max_block_bytes)
-        self.pieces_written = 0
-        self.pieces_cleaned = 0
-        self._last_piece_sweep = -math.inf
-        self.corrupt_blocks = 0
-        self.etcd_full = False  # etcd's NOSPACE alarm seen on a write
+        self._progress = ProgressReporter(ctx, self._cluster, self._fsm)
+        self._pruner = Pruner(ctx, self._cluster, self._fsm)
+        self._elector = Elector(
+            ctx,
+            self._cluster,
+            self._fsm,
+            self._heartbeat,
+            self._pruner,
+            on_new_session=self._progress.new_session,
+            on_tick=self._progress.tick,
+        )
+        ctx.current_term = lambda: self._elector.leadership.term
+        self._broadcaster = Broadcaster(
+            ctx, self._fsm, self._elector, self._heartbeat, self.leader_id
+        )
+        self._replicator = Replicator(ctx, self._cluster, self._fsm, self._heartbeat, self._elector)
+        self._start_lock = threading.Lock()
+        self._closed = False
         self._http: NodeHttpServer | None = None  # Config.http_addr
 
     # ------------------------------------------------------------------ properties
 
     @property
     def node_id(self) -> str:
-        return self._id
+        return self._ctx.id
 
     @property
     def config(self) -> Config:
-        return self._config
+        return self._ctx.config
 
     @property
     def fsm(self) -> FSM:
@@ -156,11 +119,47 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
     @property
     def term(self) -> int:
         """The current term while this node leads, else 0."""
-        return self._term if self.is_leader() else 0
+        return self._elector.leadership.term if self.is_leader() else 0
 
     @property
     def keys(self) -> Keys:
-        return self._keys
+        return self._ctx.keys
+
+    # counters (see also stats())
+
+    @property
+    def broadcasts(self) -> int:
+        return self._broadcaster.broadcasts
+
+    @property
+    def fenced_rejections(self) -> int:
+        return self._broadcaster.fenced_rejections
+
+    @property
+    def deposed(self) -> int:
+        return self._elector.deposed
+
+    @property
+    def foreign_keys(self) -> int:
+        return self._replicator.foreign_keys
+
+    @property
+    def corrupt_blocks(self) -> int:
+        return self._replicator.corrupt_blocks
+
+    @property
+    def pieces_written(self) -> int:
+        return self._broadcaster.pieces_written
+
+    @property
+    def pieces_cleaned(self) -> int:
+        return self._pruner.pieces_cleaned
+
+    @property
+    def etcd_full(self) -> bool:
+        """The last write failed on etcd's NOSPACE alarm (until a write succeeds or
+        ``has_quorum`` sees the alarm gone)."""
+        return self._broadcaster.etcd_full
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -189,48 +188,40 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
             RuntimeError: the node was stopped; create a new one.
             ConfigError: ``http_addr`` could not be bound (the node is then stopped).
         """
+        ctx = self._ctx
         with self._start_lock:
-            if self._started:
+            if ctx.started:
                 return
             if self._closed:
                 raise RuntimeError("this Node was stopped; create a new Node to start again")
-            cfg = self._config
-            self._client = EtcdClient.from_config(cfg, name=self._id)
-            deadline = Deadline(max(cfg.shutdown_timeout, cfg.send_timeout), self._stopping)
+            cfg = ctx.config
+            ctx.client = EtcdClient.from_config(cfg, name=ctx.id)
+            deadline = Deadline(max(cfg.shutdown_timeout, cfg.send_timeout), ctx.stopping)
             try:
                 snap = self._fsm.load_snapshot()
                 if snap is not None:
-                    self._log.info(
+                    ctx.log.info(
                         "loaded local snapshot: height %d index %d",
                         snap.state.height,
                         snap.index,
-                        extra=self._extra(height=snap.state.height, index=snap.index),
+                        extra=ctx.extra(height=snap.state.height, index=snap.index),
                     )
-                revision = self._resync(deadline)
+                revision = self._replicator.resync(deadline)
                 if cfg.bootstrap:
-                    self._bootstrap(deadline)
-                self._new_session(deadline)
+                    peers = membership.bootstrap(ctx.client, ctx.keys, cfg, deadline, ctx.log)
+                    if peers:
+                        with self._cluster.editing() as view:  # before the watch runs
+                            view.members.update(peers)
+                self._elector.new_session(deadline)
             except EtcdraftError:
-                self._client.close()
-                self._client = None
+                ctx.client.close()
+                ctx.client = None
                 raise
-            self._watcher = Watcher(
-                self._client,
-                self._keys.root,
-                revision + 1,
-                self._on_events,
-                self._on_compacted,
-                name=f"etcdraft-watch-{self._id}",
-                probe_after=max(1.0, cfg.heartbeat_timeout * 2),
-                probe_timeout=cfg.send_timeout,
-            )
-            self._watcher.start()
-            assert self._session is not None
-            self._session.start()
-            self._control_thread = threading.Thread(
-                target=self._control_loop, name=f"etcdraft-control-{self._id}", daemon=True
-            )
-            self._control_thread.start()
+            self._replicator.start(revision)
+            session = self._elector.session
+            assert session is not None
+            session.start()
+            self._elector.start()
             if cfg.http_addr:
                 from etcdraft.http_api import NodeHttpServer
 
@@ -240,55 +231,57 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
                     self._close(revoke_timeout=cfg.send_timeout)
                     raise
                 self._http.start()
-            self._started = True
-            self._changed.set()
-            self._log.info(
+            ctx.started = True
+            self._elector.wake()
+            ctx.log.info(
                 "node %s started: height %d, %d members",
-                self._id,
+                ctx.id,
                 self._fsm.height,
-                len(self._view.members),
-                extra=self._extra(height=self._fsm.height),
+                len(self._cluster.members()),
+                extra=ctx.extra(height=self._fsm.height),
             )
 
     def stop(self) -> None:
         """Drain applies (up to ``shutdown_timeout``), hand leadership over if leader,
         release the session. Idempotent; safe before ``start()``."""
+        ctx = self._ctx
         with self._start_lock:
-            if not self._started or self._closed:
+            if not ctx.started or self._closed:
                 return
-            cfg = self._config
+            cfg = ctx.config
             deadline = Deadline(cfg.shutdown_timeout)
             try:
                 self.wait_applied(deadline.remaining())
             except EtcdraftError as exc:
-                self._log.warning("stop: could not confirm applies: %s", exc, extra=self._extra())
-            self._retiring.set()  # no more campaigning
-            if self._holds_term():
+                ctx.log.warning("stop: could not confirm applies: %s", exc, extra=ctx.extra())
+            self._elector.retiring.set()  # no more campaigning
+            if self._elector.holds_term():
                 try:
                     self.resign_leader(timeout=max(cfg.send_timeout, deadline.remaining()))
                 except (EtcdraftError, TimeoutError) as exc:
-                    self._log.warning("stop: handover failed: %s", exc, extra=self._extra())
+                    ctx.log.warning("stop: handover failed: %s", exc, extra=ctx.extra())
             self._close(revoke_timeout=cfg.send_timeout)
 
     def shutdown(self) -> None:
         """Stop at once: revoke the session lease (others take over immediately) and
         stop background work, without handover or waiting. Idempotent."""
         with self._start_lock:
-            if not self._started or self._closed:
+            if not self._ctx.started or self._closed:
                 return
-            self._stopping.set()
-            self._close(revoke_timeout=min(self._config.send_timeout, 1.0))
+            self._ctx.stopping.set()
+            self._close(revoke_timeout=min(self._ctx.config.send_timeout, 1.0))
 
     def _close(self, revoke_timeout: float) -> None:
         """Signal every thread, revoke the lease, then join the threads within a
         bounded budget (an in-flight request ends on its own deadline)."""
-        self._stopping.set()
+        ctx = self._ctx
+        ctx.stopping.set()
         http, self._http = self._http, None
         if http is not None:
             http.close()
-        self._step_down("node stopping")
-        self._changed.set()
-        session, watcher = self._session, self._watcher
+        self._elector.step_down("node stopping")
+        self._elector.signal_stop()
+        session, watcher = self._elector.session, self._replicator.watcher
         if session is not None:
             session.signal_stop()
         if watcher is not None:
@@ -297,14 +290,14 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
             try:
                 session.revoke(Deadline(revoke_timeout))
             except EtcdraftError as exc:
-                self._log.warning(
+                ctx.log.warning(
                     "could not revoke the session lease (it expires in %ds): %s",
                     session.ttl,
                     exc,
-                    extra=self._extra(),
+                    extra=ctx.extra(),
                 )
-        budget = Deadline(max(0.2, self._config.send_timeout))
-        threads = [self._control_thread]
+        budget = Deadline(max(0.2, ctx.config.send_timeout))
+        threads = [self._elector.thread]
         if session is not None:
             threads.append(session.thread)
         if watcher is not None:
@@ -313,21 +306,20 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(budget.remaining())
                 if thread.is_alive():
-                    self._log.warning(
+                    ctx.log.warning(
                         "thread %s still busy at stop; it ends on its own deadline",
                         thread.name,
-                        extra=self._extra(),
+                        extra=ctx.extra(),
                     )
         try:
             self._fsm.save_snapshot()
         except OSError as exc:
-            self._log.warning("could not write the final snapshot: %s", exc, extra=self._extra())
-        if self._client is not None:
-            self._client.close()
+            ctx.log.warning("could not write the final snapshot: %s", exc, extra=ctx.extra())
+        if ctx.client is not None:
+            ctx.client.close()
         self._closed = True
-        with self._cond:
-            self._cond.notify_all()
-        self._log.info("node %s stopped", self._id, extra=self._extra())
+        self._cluster.notify()
+        ctx.log.info("node %s stopped", ctx.id, extra=ctx.extra())
 
     # ------------------------------------------------------------------ queries
 
@@ -339,57 +331,40 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
         only after seeing no heartbeat for that long, and it sees each heartbeat after
         it was sent). So a cut-off leader stops believing before anyone can take over.
         Local; never blocks."""
-        if not self._holds_term():
-            return False
-        if self._config.fast_takeover:
-            return time.monotonic() < self._heartbeat.belief_until()
-        return True
-
-    def _holds_term(self) -> bool:
-        """This node has a term and its lease cannot have expired yet (what its own
-        fenced writes may act on: heartbeats, pruning, handover)."""
-        session = self._session
-        if not self._term or session is None or self._stopping.is_set():
-            return False
-        return time.monotonic() < session.expires_at() - self._config.leader_lease_timeout
+        return self._elector.is_leader()
 
     def stats(self) -> NodeStats:
         """A frozen snapshot of this node: role, term, leader, applied and observed
         revision, lease remaining, last heartbeat, counters. Local; never blocks on I/O."""
+        ctx = self._ctx
         now = time.monotonic()
-        session, watcher, client = self._session, self._watcher, self._client
+        session, watcher, client = self._elector.session, self._replicator.watcher, ctx.client
         leader = self.is_leader()
-        with self._lock:
-            candidate = bool(self._my_rev)
-            term = self._term if leader else 0
-            view = self._view
-            members, live, paused = len(view.members), len(view.alive), view.pause is not None
-        leader_until = None
-        if leader and session is not None:
-            leader_until = session.expires_at() - self._config.leader_lease_timeout
-            if self._config.fast_takeover:
-                leader_until = min(leader_until, self._heartbeat.belief_until())
-        if self._closed or not self._started:
+        lead = self._elector.leadership
+        leader_until = self._elector.leader_until() if leader else None
+        members, live, paused = self._cluster.counts()
+        if self._closed or not ctx.started:
             role = "stopped"
         elif leader:
             role = "leader"
-        elif candidate:
+        elif lead.rev:
             role = "candidate"
         else:
             role = "follower"
         fsm = self._fsm
+        acked = self._heartbeat.acked_at
         return NodeStats(
-            node_id=self._id,
+            node_id=ctx.id,
             role=role,
-            term=term,
+            term=lead.term if leader else 0,
             leader_id=self.leader_id(),
             applied_index=fsm.index,
             applied_height=fsm.height,
             observed_revision=client.max_revision if client is not None else 0,
             lease_remaining=(session.expires_at() - now) if session is not None else 0.0,
             last_heartbeat_age=(
-                now - self._heartbeat.acked_at
-                if leader and self._config.fast_takeover and self._heartbeat.acked_at > -math.inf
+                now - acked
+                if leader and ctx.config.fast_takeover and acked > float("-inf")
                 else None
             ),
             broadcasts=self.broadcasts,
@@ -417,13 +392,42 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
             watch_connected=watcher is not None and watcher.connected.is_set(),
         )
 
+    def _health(self, timeout: float) -> NodeHealth:
+        """For the HTTP probes (package-internal): see :class:`NodeHealth`."""
+        ctx = self._ctx
+        session, watcher = self._elector.session, self._replicator.watcher
+        threads = {
+            "control": self._elector.thread,
+            "session": session.thread if session is not None else None,
+            "watch": watcher.thread if watcher is not None else None,
+        }
+        return NodeHealth(
+            stopping=self._closed or ctx.stopping.is_set(),
+            dead_threads=tuple(n for n, t in threads.items() if t is None or not t.is_alive()),
+            session_live=(
+                session is not None
+                and ctx.client is not None
+                and not self._elector.session_lost.is_set()
+                and session.expires_at() > time.monotonic()
+            ),
+            answering=self._cluster.responsive(timeout),
+        )
+
+    def _log_head(self, timeout: float) -> int:
+        """The highest height in etcd's log (package-internal; one range read).
+
+        Raises:
+            EtcdraftError: etcd did not answer within ``timeout``.
+        """
+        ctx = self._ctx
+        return log_head(ctx.require_client(), ctx.keys, Deadline(timeout, ctx.stopping))
+
     def leader_id(self) -> str:
         """The leader's node id as last seen (``""`` when unknown). Local, no I/O."""
         if self.is_leader():
-            return self._id
-        with self._lock:
-            cand = self._view.leader()
-            return cand.node_id if cand is not None else ""
+            return self._ctx.id
+        cand = self._cluster.leader()
+        return cand.node_id if cand is not None else ""
 
     def get_state(self) -> RaftBlockState:
         """A copy of the latest applied state (height 0 before any). No I/O."""
@@ -436,54 +440,20 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
 
     def members(self) -> dict[str, str]:
         """Membership as last seen: node id → advertised address."""
-        with self._lock:
-            return dict(self._view.members)
+        return self._cluster.members()
 
     def progress(self) -> dict[str, Progress | None]:
         """Live nodes as last seen: node id → last reported progress."""
-        with self._lock:
-            return dict(self._view.alive)
+        return self._cluster.alive()
 
     def has_quorum(self) -> bool:
         """True when this node leads and etcd confirms it through a linearizable
         (quorum) transaction within ``send_timeout``. Never raises."""
-        if not self.is_leader() or self._client is None:
+        if not self.is_leader() or self._ctx.client is None:
             return False
-        if self.etcd_full and not self._etcd_accepts_writes():
+        if self._broadcaster.etcd_full and not self._broadcaster.etcd_accepts_writes():
             return False
-        with self._lock:
-            key, term = self._my_key, self._term
-        try:
-            # A txn without operations counts as serializable to etcd: any member
-            # answers it from its own store, even without quorum. A range op makes it
-            # a linearizable read (ReadIndex), which needs an etcd quorum.
-            result = self._client.txn(
-                [cmp_create(key, "EQUAL", term)],
-                [op_range(key)],
-                deadline=Deadline(self._config.send_timeout, self._stopping),
-                lane="control",
-            )
-        except Exception as exc:
-            self._warn_once("quorum", "has_quorum: etcd did not confirm leadership: %s", exc)
-            return False
-        if not result.succeeded:
-            self._step_down("has_quorum: election key gone")
-        return result.succeeded
-
-    def _etcd_accepts_writes(self) -> bool:
-        """After a write failed with NOSPACE: is the alarm still raised? (A quorum that
-        cannot take a block is no quorum for the caller of ``has_quorum``.)"""
-        client = self._client
-        if client is None:
-            return False
-        try:
-            alarms = client.admin.alarms(Deadline(self._config.send_timeout, self._stopping))
-        except EtcdraftError:
-            return False
-        if any(a.alarm == "NOSPACE" for a in alarms):
-            return False
-        self.etcd_full = False
-        return True
+        return self._elector.confirm()
 
     def wait_applied(self, timeout: float) -> bool:
         """Wait until every log entry committed before the call is applied locally.
@@ -491,108 +461,98 @@ class Node(ElectionMixin, ReplicationMixin, BroadcastMixin, NodeCore):
         Raises:
             EtcdUnavailableError: etcd could not tell what was committed in time.
         """
-        client = self._require_client()
-        deadline = Deadline(timeout, self._stopping)
+        ctx = self._ctx
+        client = ctx.require_client()
+        deadline = Deadline(timeout, ctx.stopping)
+        keys = ctx.keys
         res = client.range(
-            self._keys.log_prefix,
-            prefix_end(self._keys.log_prefix),
-            deadline.sub(self._config.send_timeout),
+            keys.log_prefix,
+            prefix_end(keys.log_prefix),
+            deadline.sub(ctx.config.send_timeout),
             limit=1,
             keys_only=True,
             descending=True,
         )
         if not res.kvs:
             return True
-        return self._fsm.wait_applied(res.kvs[0].mod_revision, deadline.remaining(), self._stopping)
+        return self._fsm.wait_applied(res.kvs[0].mod_revision, deadline.remaining(), ctx.stopping)
 
     def wait_role_change(self, was_leader: bool, timeout: float) -> bool:
         """Wait up to ``timeout`` until ``is_leader()`` differs from ``was_leader``
         (or the leader view changes); True if it did. Used by
         ``DynamicLeaderElection``; leadership can also lapse by time, so callers
         poll with a short timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            seen = self._view.leader()
-            while self.is_leader() == was_leader and self._view.leader() == seen:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                if self._closed:
-                    # nothing changes any more; still honour the timeout so that
-                    # pollers (DynamicLeaderElection) do not turn into busy loops
-                    self._cond.wait(left)
-                    return False
-                self._cond.wait(left)
-            return True
-
-    # ------------------------------------------------------------------ session
-    # (broadcast: broadcast.py; election, membership, handover: election.py;
-    # catch-up and the watch: replication.py)
-
-    def _new_session(self, deadline: Deadline) -> None:
-        client = self._client
-        assert client is not None
-        cfg = self._config
-        if self._session is None:
-            self._session = Session(
-                client,
-                ttl=cfg.election_timeout,
-                interval=cfg.heartbeat_timeout,
-                send_timeout=cfg.send_timeout,
-                on_lost=self._on_session_lost,
-                on_tick=self._on_tick,
-                name=f"etcdraft-session-{self._id}",
-            )
-        lease = self._session.grant(deadline)
-        with self._lock:
-            self._lease = lease
-            self._my_key = self._keys.election(lease)
-            self._my_rev = 0
-            self._claimed = 0
-        self._session_lost.clear()
-        self._last_progress = None
-        self._report_progress(deadline)
-
-    def _on_session_lost(self, lease: int) -> None:
-        self._session_lost.set()
-        self._step_down("session lease expired")
-        self._changed.set()
-
-    def _on_tick(self) -> None:
-        if self._session_lost.is_set() or self._stopping.is_set():
-            return
-        try:
-            self._report_progress(Deadline(self._config.send_timeout, self._stopping))
-        except EtcdraftError as exc:
-            self._warn_once("progress", "progress report failed: %s", exc)
-        now = time.monotonic()
-        if now - self._last_snapshot >= SNAPSHOT_INTERVAL:
-            self._last_snapshot = now
-            try:
-                self._fsm.save_snapshot()
-            except OSError as exc:
-                self._warn_once("snapshot", "cannot write a local snapshot: %s", exc)
-        self._changed.set()
-
-    def _report_progress(self, deadline: Deadline) -> None:
-        client = self._client
-        if client is None or not self._lease:
-            return
-        progress = Progress(self._fsm.index, self._fsm.height)
-        if progress == self._last_progress:
-            return
-        now = time.monotonic()
-        if (
-            self._last_progress is not None
-            and self._id not in self._view.members
-            and now - self._last_progress_at
-            < NON_MEMBER_PROGRESS_EVERY * self._config.heartbeat_timeout
-        ):
-            # every node watches every report: N nodes reporting each heartbeat cost
-            # N^2 watch events; a node that can never lead reports rarely
-            return
-        client.put(
-            self._keys.alive(self._id), progress.encode(), deadline, self._lease, lane="control"
+        seen = self._cluster.leader()
+        if self._closed:
+            # nothing changes any more; still honour the timeout so that pollers
+            # (DynamicLeaderElection) do not turn into busy loops
+            self._cluster.wait(lambda: False, timeout)
+            return False
+        return self._cluster.wait(
+            lambda: self.is_leader() != was_leader or self._cluster.leader() != seen,
+            timeout,
         )
-        self._last_progress = progress
-        self._last_progress_at = now
+
+    # ------------------------------------------------------------------ writes
+
+    def add_broadcast_observer(self, callback: Callable[[str, float], None]) -> None:
+        """Call ``callback(outcome, seconds)`` after every ``broadcast()``, in the
+        caller's thread, with its duration and outcome: ``ok`` (written),
+        ``duplicate`` (the same block was already replicated: a retry),
+        ``not_leader``, ``lost``, ``conflict``, ``invalid``, ``unavailable`` or
+        ``error``. Used by ``etcdraft.metrics``; the callback must be quick and must
+        not raise (exceptions are logged and ignored)."""
+        self._broadcaster.add_broadcast_observer(callback)
+
+    def broadcast(self, state: RaftBlockState, *, timeout: float | None = None) -> None:
+        """Replicate ``state``; returns once etcd committed it.
+
+        Raises:
+            NotLeaderError: this node does not lead.
+            HeightConflictError: a different block is replicated at that height.
+            InvalidStateError: timestamp not strictly increasing, height pruned or
+                skipped, or the state too large for etcd.
+            LeadershipLostError: the fenced write was rejected; nothing written.
+            EtcdUnavailableError: etcd did not answer in time (safe to retry).
+        """
+        self._broadcaster.broadcast(state, timeout=timeout)
+
+    def resign_leader(self, *, timeout: float | None = None) -> None:
+        """Hand leadership to the most up-to-date live member; return once another
+        node holds it. No-op when not leader.
+
+        Raises:
+            HandoverError: no live member can take over (this node stays leader).
+            TimeoutError: no other node took over within ``timeout``
+                (default 5 * ``send_timeout``).
+        """
+        self._elector.resign(timeout, self._broadcaster.exclusive())
+
+    def add_peer(self, node_id: str, addr: str) -> None:
+        """Add a member (a node allowed to lead). Same id and addr: no-op; same id or
+        same addr with a different partner: the old entry is replaced. Works on any
+        node.
+
+        Raises:
+            ConfigError: empty or malformed id or address (also a ``ValueError``).
+            EtcdUnavailableError: etcd did not answer in time.
+        """
+        ctx = self._ctx
+        client = ctx.require_client()
+        deadline = Deadline(ctx.config.send_timeout * 3, ctx.stopping)
+        if membership.add_member(client, ctx.keys, node_id, addr, deadline):
+            ctx.log.info("member %s added at %s", node_id, addr, extra=ctx.extra())
+
+    def remove_peer(self, node_id: str) -> None:
+        """Remove a member; a removed leader steps down and its writes are fenced
+        (its candidacy is deleted in the same step). Unknown ids are a no-op.
+
+        Raises:
+            EtcdUnavailableError: etcd did not answer in time.
+        """
+        membership.check_member_id(node_id)
+        ctx = self._ctx
+        client = ctx.require_client()
+        deadline = Deadline(ctx.config.send_timeout * 3, ctx.stopping)
+        membership.remove_member(client, ctx.keys, node_id, deadline)
+        ctx.log.info("member %s removed", node_id, extra=ctx.extra())

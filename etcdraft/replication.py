@@ -1,5 +1,7 @@
-"""Replication for :class:`~etcdraft.Node`: catching up by range reads, healing
-after compaction, and turning watch events into applied entries and view updates."""
+"""The replication part of a :class:`~etcdraft.Node`: catching up by range reads,
+healing after compaction, and turning watch events into applied entries and view
+updates. It owns the watch (and its thread), the pieces of large blocks seen on the
+watch until their manifest commits, and the counters of what it skipped."""
 
 from __future__ import annotations
 
@@ -8,46 +10,79 @@ import math
 import tenacity
 
 from etcdraft import protocol
+from etcdraft._context import NodeContext
 from etcdraft._deadline import Deadline
-from etcdraft._node_core import NodeCore
-from etcdraft.blocks import Manifest, assemble, is_manifest, parse_manifest
+from etcdraft.blocks import Manifest, PieceBuffer, assemble, is_manifest, parse_manifest
+from etcdraft.cluster_view import ClusterView
+from etcdraft.elector import Elector
 from etcdraft.errors import CorruptDataError, EtcdUnavailableError
 from etcdraft.etcd import KV, CompactedError, EtcdClient, prefix_end
-from etcdraft.fsm import Snapshot, decode_state
+from etcdraft.fsm import FSM, Snapshot, decode_state
+from etcdraft.heartbeat import Heartbeat
 from etcdraft.view import View
-from etcdraft.watch import WatchEvent
+from etcdraft.watch import Watcher, WatchEvent
 
-__all__ = ["ReplicationMixin"]
+__all__ = ["Replicator"]
 
 #: Log entries fetched per range request when catching up.
 CATCHUP_PAGE = 64
 
 
-class ReplicationMixin(NodeCore):
-    """The replication part of ``Node``."""
+class Replicator:
+    """Owns: the watch, the piece buffer, ``corrupt_blocks`` and ``foreign_keys``.
+    Its methods run on the watch thread, except :meth:`resync` at start."""
 
-    def _resync(self, deadline: Deadline) -> int:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        cluster: ClusterView,
+        fsm: FSM,
+        heartbeat: Heartbeat,
+        elector: Elector,
+    ) -> None:
+        self._ctx = ctx
+        self._cluster = cluster
+        self._fsm = fsm
+        self._heartbeat = heartbeat
+        self._elector = elector
+        self._pieces = PieceBuffer(max_bytes=2 * ctx.config.max_block_bytes)
+        self.watcher: Watcher | None = None
+        self.corrupt_blocks = 0
+        self.foreign_keys = 0
+
+    def start(self, revision: int) -> None:
+        """Follow the namespace from ``revision`` + 1 (the revision read at)."""
+        client = self._ctx.client
+        assert client is not None
+        cfg = self._ctx.config
+        self.watcher = Watcher(
+            client,
+            self._ctx.keys.root,
+            revision + 1,
+            self._on_events,
+            self._on_compacted,
+            name=f"etcdraft-watch-{self._ctx.id}",
+            probe_after=max(1.0, cfg.heartbeat_timeout * 2),
+            probe_timeout=cfg.send_timeout,
+        )
+        self.watcher.start()
+
+    def resync(self, deadline: Deadline) -> int:
         """Read the namespace at one revision, rebuild the view and apply every log
         entry above the applied height (or restore the latest, when pruned).
         Returns the revision read at."""
-        client = self._require_client() if self._started else self._client
+        client = self._ctx.require_client() if self._ctx.started else self._ctx.client
         assert client is not None
-        view = self._read_view(client, deadline)
+        view = protocol.read_view(client, self._ctx.keys, deadline, on_foreign=self._foreign)
         rev = view.revision
-        with self._cond:
-            self._view = view
-            self._note_heartbeat(view)
-            self._cond.notify_all()
+        self._note_heartbeat(view)
+        self._cluster.replace(view)
         self._catch_up(client, view, rev, deadline)
-        self._refresh_leadership()
+        self._elector.refresh()
         return rev
 
-    def _read_view(self, client: EtcdClient, deadline: Deadline) -> View:
-        """The view read from etcd at one revision (see :func:`protocol.read_view`)."""
-        return protocol.read_view(client, self._keys, deadline, on_foreign=self._foreign)
-
     def _catch_up(self, client: EtcdClient, view: View, rev: int, deadline: Deadline) -> None:
-        k = self._keys
+        k = self._ctx.keys
         height = self._fsm.height
         end = prefix_end(k.log_prefix)
         if view.pruned > height:
@@ -91,7 +126,9 @@ class ReplicationMixin(NodeCore):
         revs: list[int] = []
         while True:
             res = client.range(start, end, deadline, revision=rev, limit=1000, keys_only=True)
-            revs += [kv.mod_revision for kv in res.kvs if self._keys.parse(kv.key).kind == "log"]
+            revs += [
+                kv.mod_revision for kv in res.kvs if self._ctx.keys.parse(kv.key).kind == "log"
+            ]
             if not res.more or not res.kvs:
                 break
             start = res.kvs[-1].key + b"\x00"
@@ -105,23 +142,23 @@ class ReplicationMixin(NodeCore):
         return late
 
     def _restore_from(self, kv: KV, view: View, height: int) -> bool:
-        parsed = self._keys.parse(kv.key)
+        parsed = self._ctx.keys.parse(kv.key)
         data = self._resolve(parsed.number, kv.value, kv.mod_revision, Deadline(30.0))
         if data is None:
             return False
         try:
             state = decode_state(data)
         except ValueError as exc:
-            self._warn_once("restore", "cannot restore from corrupt %r: %s", kv.key, exc)
+            self._ctx.warn_once("restore", "cannot restore from corrupt %r: %s", kv.key, exc)
             return False
         if state.height <= height:
             return False
-        self._log.warning(
+        self._ctx.log.warning(
             "entries after height %d were pruned from etcd; restoring the latest state "
             "(height %d) as a snapshot",
             height,
             state.height,
-            extra=self._extra(height=state.height),
+            extra=self._ctx.extra(height=state.height),
         )
         self._fsm.restore(
             Snapshot(kv.mod_revision, view.term_at(kv.mod_revision), state), notify=True
@@ -159,11 +196,11 @@ class ReplicationMixin(NodeCore):
     def _read_pieces(self, manifest: Manifest, rev: int, deadline: Deadline | None) -> list[bytes]:
         """The pieces of ``manifest`` as etcd holds them at revision ``rev`` (when
         the manifest was committed; pieces are never changed after that)."""
-        client = self._client
+        client = self._ctx.client
         if client is None:
             raise CorruptDataError("no etcd client to read the pieces with")
-        prefix = self._keys.pieces(manifest.height, manifest.nonce)
-        d = deadline or Deadline(max(self._config.send_timeout * 4, 5.0), self._stopping)
+        prefix = self._ctx.keys.pieces(manifest.height, manifest.nonce)
+        d = deadline or Deadline(max(self._ctx.config.send_timeout * 4, 5.0), self._ctx.stopping)
         pieces: list[bytes] = []
         start = prefix
         end = prefix_end(prefix)
@@ -171,7 +208,7 @@ class ReplicationMixin(NodeCore):
             while True:
                 res = client.range(start, end, d, revision=rev, limit=8)
                 for kv in res.kvs:
-                    parsed = self._keys.parse(kv.key)
+                    parsed = self._ctx.keys.parse(kv.key)
                     if parsed.kind != "piece" or parsed.index != len(pieces):
                         raise CorruptDataError(
                             f"height {manifest.height}: unexpected piece key {kv.key!r}"
@@ -187,23 +224,23 @@ class ReplicationMixin(NodeCore):
     def _on_compacted(self, compact_revision: int) -> int:
         """Heal after the watch's next revision was compacted: re-read the namespace
         (retried with backoff on transient failures, bounded, interruptible)."""
-        budget = max(self._config.shutdown_timeout, 5.0)
+        budget = max(self._ctx.config.shutdown_timeout, 5.0)
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(EtcdUnavailableError),
             stop=tenacity.stop_any(
-                tenacity.stop_after_delay(budget), tenacity.stop_when_event_set(self._stopping)
+                tenacity.stop_after_delay(budget), tenacity.stop_when_event_set(self._ctx.stopping)
             ),
             wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
-            sleep=tenacity.sleep_using_event(self._stopping),
+            sleep=tenacity.sleep_using_event(self._ctx.stopping),
             reraise=True,
         )
-        return retrying(self._resync, Deadline(budget, self._stopping))
+        return retrying(self.resync, Deadline(budget, self._ctx.stopping))
 
     # -- the watch -------------------------------------------------------------------
 
     def _foreign(self, key: bytes, why: str) -> None:
         self.foreign_keys += 1
-        self._warn_once(
+        self._ctx.warn_once(
             "foreign",
             "ignoring foreign key %r under the namespace (%s); another program writes here",
             key,
@@ -211,12 +248,12 @@ class ReplicationMixin(NodeCore):
         )
 
     def _on_events(self, events: list[WatchEvent], top: int) -> None:
-        k = self._keys
+        k = self._ctx.keys
         entries: list[tuple[int, bytes, int]] = []  # (height, value, revision)
         view_changed = False  # anything but log entries
         wake = False  # a change the control loop or role waiters act on
-        with self._cond:
-            view = self._view
+        my_term = self._elector.leadership.term
+        with self._cluster.editing() as view:
             for ev in events:
                 kv = ev.kv
                 parsed = k.parse(kv.key)
@@ -227,7 +264,7 @@ class ReplicationMixin(NodeCore):
                 if parsed.kind == "piece":
                     # buffer others' pieces; the leader's own (nonce "<its term>-...")
                     # need not come back to it
-                    own = self._term and parsed.name.startswith(f"{self._term:x}-")
+                    own = my_term and parsed.name.startswith(f"{my_term:x}-")
                     if not ev.deleted and not own and parsed.number > self._fsm.height:
                         self._pieces.add(parsed.number, parsed.name, parsed.index, kv.value)
                     continue
@@ -252,19 +289,18 @@ class ReplicationMixin(NodeCore):
                 self._fsm.apply_entry(height, data, rev, term)
         if entries:
             self._pieces.drop_upto(self._fsm.height)  # applied or superseded attempts
-        with self._cond:
+        with self._cluster.editing() as view:
             view.revision = top
-            if not view_changed:
-                return
-            self._note_heartbeat(view)
-            if not wake:
-                # log entries, heartbeats and progress reports only: leadership is
-                # as it was; the control loop watches the heartbeat on its own timer
-                # (_control_wait), so neither it nor role waiters need waking
-                return
-            self._refresh_leadership()
-            self._cond.notify_all()
-        self._changed.set()
+            if view_changed:
+                self._note_heartbeat(view)
+        if not wake:
+            # log entries, heartbeats and progress reports only: leadership is as it
+            # was; the control loop watches the heartbeat on its own timer, so neither
+            # it nor role waiters need waking
+            return
+        self._elector.refresh()
+        self._cluster.notify()
+        self._elector.wake()
 
     def _note_heartbeat(self, view: View) -> None:
         """Restart the silence timer when the leader or its heartbeat changed."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["NodeStats"]
+__all__ = ["NodeHealth", "NodeStats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,3 +74,22 @@ class NodeStats:
     lease_ttl: float = 0.0
     keepalive_latency: float = 0.0
     watch_connected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHealth:
+    """What liveness and readiness probes need (``etcdraft.http_api``).
+
+    Attributes:
+        stopping: ``stop()``/``shutdown()`` has begun (or the node is closed).
+        dead_threads: the node's threads that are not running (``control``,
+            ``session``, ``watch``).
+        session_live: the node has an etcd session whose lease cannot have expired.
+        answering: the node's view answered within the probe's timeout (no thread
+            holds it stuck).
+    """
+
+    stopping: bool
+    dead_threads: tuple[str, ...]
+    session_live: bool
+    answering: bool

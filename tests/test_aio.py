@@ -582,7 +582,7 @@ async def test_cancelling_broadcast_returns_at_once_and_retry_is_safe(
                 await asyncio.wait_for(leader.broadcast(block(2), timeout=4.0), 0.3)
             assert time.monotonic() - t0 < 0.3 + 0.5, "wait_for did not return at once"
             # the abandoned call runs on in its thread, waiting for etcd ...
-            assert leader.threaded._bcast_lock.locked(), "precondition: a write in flight"
+            assert leader.threaded._broadcaster._lock.locked(), "precondition: a write in flight"
             # ... and an explicit cancel of a call queued behind it
             task = asyncio.create_task(leader.broadcast(block(2), timeout=4.0))
             ticks_before = ticks
@@ -956,7 +956,7 @@ async def test_crash_failover_with_async_workers(harness: Harness, crash: str) -
         if crash == "shutdown":
             await old_node.shutdown()  # revokes the lease: a crash plus lease expiry
         else:
-            session = old_node.threaded._session
+            session = old_node.threaded._elector.session
             assert session is not None
             session.stop()  # keep-alives stop; the lease is left to expire
         survivors = [n for n in ids if n != old]

@@ -40,9 +40,9 @@ def _config(node_id: str, etcd, namespace: str, **extra: object) -> Config:
 
 def _silence(node: Node) -> None:
     """Model a hung leader: no heartbeats and no keep-alives, the key still exists."""
-    node._session.signal_stop()  # type: ignore[union-attr]
-    node._with_heartbeat = lambda ops, term: (ops, 0.0)  # type: ignore[method-assign]
-    node._send_heartbeat = lambda client, deadline: None  # type: ignore[method-assign]
+    node._elector.session.signal_stop()  # type: ignore[union-attr]
+    node._broadcaster._with_heartbeat = lambda ops, term: (ops, 0.0)  # type: ignore[method-assign]
+    node._elector._send_heartbeat = lambda client, deadline: None  # type: ignore[method-assign]
 
 
 def test_silent_leader_is_deposed_well_before_its_lease_expires(etcd, namespace: str) -> None:
@@ -53,8 +53,8 @@ def test_silent_leader_is_deposed_well_before_its_lease_expires(etcd, namespace:
         leader = wait_until(lambda: next((n for n in (a, b) if n.is_leader()), None), 10)
         other = b if leader is a else a
         leader.broadcast(RaftBlockState(height=1, timestamp=1))
-        with leader._lock:
-            old_key, old_term = leader._my_key, leader._term
+        lead = leader._elector.leadership
+        old_key, old_term = lead.key, lead.term
         _silence(leader)
         t0 = time.monotonic()
         wait_until(other.is_leader, 5, "the other node took over")
@@ -68,14 +68,14 @@ def test_silent_leader_is_deposed_well_before_its_lease_expires(etcd, namespace:
         # locally), but etcd refuses its writes
         with pytest.raises((LeadershipLostError, NotLeaderError)):
             leader.broadcast(RaftBlockState(height=3, timestamp=3, hash=b"stale"))
-        fenced = leader._client.txn(  # type: ignore[union-attr]
+        fenced = leader._ctx.client.txn(  # type: ignore[union-attr]
             [cmp_create(old_key, "EQUAL", old_term)],
             [op_put(leader.keys.log(3), b"stale")],
         )
         assert not fenced.succeeded
         wait_until(lambda: a.get_state().height == b.get_state().height == 2, 5, "converged")
         # the term record says how the term began (etcdraft history)
-        hist = read_history(other._client, other.keys)  # type: ignore[arg-type]
+        hist = read_history(other._ctx.client, other.keys)  # type: ignore[arg-type]
         assert [(t.node_id, t.cause) for t in hist.terms] == [
             (leader.node_id, "first"),
             (other.node_id, "takeover"),
@@ -118,13 +118,13 @@ def test_off_switch_falls_back_to_lease_expiry(etcd, namespace: str) -> None:
         leader = wait_until(lambda: next((n for n in (a, b) if n.is_leader()), None), 10)
         other = b if leader is a else a
         leader.broadcast(RaftBlockState(height=1, timestamp=1))
-        assert leader._client.get(leader.keys.heartbeat) is None  # type: ignore[union-attr]
+        assert leader._ctx.client.get(leader.keys.heartbeat) is None  # type: ignore[union-attr]
         _silence(leader)
         t0 = time.monotonic()
         wait_until(other.is_leader, 5, "takeover after lease expiry")
         assert other.deposed == 0
         assert time.monotonic() - t0 >= 0.5  # had to wait for the lease
-        hist = read_history(other._client, other.keys)  # type: ignore[arg-type]
+        hist = read_history(other._ctx.client, other.keys)  # type: ignore[arg-type]
         assert [(t.node_id, t.cause) for t in hist.terms] == [
             (leader.node_id, "first"),
             (other.node_id, "election"),
@@ -238,28 +238,28 @@ def test_heartbeat_that_lands_before_the_depose_wins_the_race(etcd, namespace: s
         leader = wait_until(lambda: next((n for n in (a, b) if n.is_leader()), None), 10)
         other = b if leader is a else a
         # the leader heartbeats only when told to; the other never deposes on its own
-        send_heartbeat = leader._send_heartbeat
-        leader._with_heartbeat = lambda ops, term: (ops, 0.0)  # type: ignore[method-assign]
-        leader._send_heartbeat = lambda client, deadline: None  # type: ignore[method-assign]
-        other._maybe_depose = lambda *args: None  # type: ignore[method-assign]
-        depose = type(other)._maybe_depose
+        send_heartbeat = leader._elector._send_heartbeat
+        leader._broadcaster._with_heartbeat = lambda ops, term: (ops, 0.0)  # type: ignore[method-assign]
+        leader._elector._send_heartbeat = lambda client, deadline: None  # type: ignore[method-assign]
+        elector = other._elector
+        elector._maybe_depose = lambda *args: None  # type: ignore[method-assign]
+        depose = type(elector)._maybe_depose
         hb = other._heartbeat
         wait_until(lambda: hb.seen.revision > 0, 5, "the other node saw a heartbeat")
         stale = hb.seen.revision
         leader._heartbeat.forget_sent()
-        send_heartbeat(leader._client, Deadline(2.0))  # type: ignore[arg-type]
+        send_heartbeat(leader._ctx.client, Deadline(2.0))  # type: ignore[arg-type]
         wait_until(lambda: hb.seen.revision > stale, 5, "the other node saw the new one")
         fresh = hb.seen.revision
 
         def attempt(seen_rev: int) -> None:
-            with other._lock:
-                view = other._view
+            with other._cluster.editing() as view:
                 target = view.leader()
-                mine = view.candidates[other._my_key]
+                mine = view.candidates[other._elector.leadership.key]
                 # long silent, locally, since the heartbeat at seen_rev
                 hb._seen = Silence(target.key, seen_rev, time.monotonic() - 10.0)
             assert target is not None and target.node_id == leader.node_id
-            depose(other, other._client, Deadline(2.0), target, mine)
+            depose(elector, other._ctx.client, Deadline(2.0), target, mine)
 
         attempt(stale)  # the deposer had not seen the latest heartbeat
         assert other.deposed == 0

@@ -101,7 +101,7 @@ def test_history_follows_the_leaders(cluster: Cluster) -> None:
 
 
 def _client(cluster: Cluster) -> EtcdClient:
-    client = cluster.nodes[0]._client
+    client = cluster.nodes[0]._ctx.client
     assert client is not None
     return client
 

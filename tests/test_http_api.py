@@ -310,8 +310,8 @@ def test_live_while_threads_run_and_answer(
     assert (reply.status, reply.text) == (200, "OK\n")
     assert reply.headers["Content-Type"].startswith("text/plain")
 
-    # a node that keeps its lock does not answer: 503, and the request stays bounded
-    with node._lock:
+    # a node whose view stays locked does not answer: 503, and the request stays bounded
+    with node._cluster.editing():
         started = time.monotonic()
         stuck = request(node, "/health/live")
         took = time.monotonic() - started
@@ -328,9 +328,9 @@ def test_live_while_threads_run_and_answer(
         raise Died("control thread killed by the test")
 
     monkeypatch.setattr(threading, "excepthook", lambda args: None)  # expected death
-    monkeypatch.setattr(node, "_control_step", die)
-    node._changed.set()
-    control = node._control_thread
+    monkeypatch.setattr(node._elector, "control_step", die)
+    node._elector.wake()
+    control = node._elector.thread
     assert control is not None
     wait_until(lambda: not control.is_alive(), 5, "the control thread did not die")
     dead = request(node, "/health/live")
@@ -443,7 +443,7 @@ def test_failover_leader_endpoint_moves(harness: Harness, fast_takeover: bool) -
             overlaps += on_old.status == 200 and bool(winners)
         assert old_503 is not None, "the cut-off leader's /leader never turned 503"
         assert new_leader is not None, "no other node's /leader turned 200"
-        session = old._session
+        session = old._elector.session
         assert session is not None
         lease_deadline = session.expires_at()
         assert old_503.ended_at < lease_deadline, (

@@ -190,7 +190,7 @@ def test_etcd_request_limit_is_learned_from_etcds_refusal(
         states = [big_block(1, 1_000_000), big_block(2, 2_000_000)]
         for state in states:
             leader.broadcast(state, timeout=BIG)
-        assert leader._request_limit < leader.config.etcd_max_request_bytes  # learned
+        assert leader._broadcaster.request_limit < leader.config.etcd_max_request_bytes  # learned
         wait_height(follower, 2, timeout=20)
         assert follower.get_state() == states[1]
         manifest = manifest_of(h.raw, h.keys, 2)
@@ -216,11 +216,10 @@ def test_pieces_of_a_leader_that_died_never_become_a_block_and_are_removed(
         n.set_apply_callback(queues[n.node_id])
     old.broadcast(block(1))
     orphan = big_block(2, 3_000_000)
-    with old._lock:
-        term = old._term
-    fence = old._fence
-    value = old._write_pieces(
-        old._require_client(), orphan, orphan.SerializeToString(), fence, term, Deadline(BIG)
+    term = old._elector.leadership.term
+    fence = old._broadcaster._fence
+    value = old._broadcaster._write_pieces(
+        old._ctx.require_client(), orphan, orphan.SerializeToString(), fence, term, Deadline(BIG)
     )
     assert value.startswith(MANIFEST_MAGIC)
     orphan_pieces = pieces_under(harness.raw, harness.keys, 2)
@@ -252,17 +251,17 @@ def test_a_deposed_leaders_piece_writes_are_fenced_out(harness: Harness) -> None
     nodes = harness.cluster(2)
     old = one_leader(nodes)
     old.broadcast(block(1))
-    with old._lock:
-        term, my_key = old._term, old._my_key
-    fence = old._fence
-    client = old._require_client()
+    lead = old._elector.leadership
+    term, my_key = lead.term, lead.key
+    fence = old._broadcaster._fence
+    client = old._ctx.require_client()
     client.delete(my_key)  # what a depose transaction does to a silent leader
     stale = big_block(2, 2_000_000)
     data = stale.SerializeToString()
-    value = old._write_pieces(client, stale, data, fence, term, Deadline(BIG))
+    value = old._broadcaster._write_pieces(client, stale, data, fence, term, Deadline(BIG))
     assert pieces_under(harness.raw, harness.keys, 2) == [], "a deposed leader wrote pieces"
     with pytest.raises(LeadershipLostError):
-        old._commit(client, stale, data, value, fence, term, Deadline(BIG))
+        old._broadcaster._commit(client, stale, data, value, fence, term, Deadline(BIG))
     assert harness.raw.get(harness.keys.log(2)) is None
 
 
@@ -399,7 +398,7 @@ def test_manifest_and_pieces_keys_are_known_to_the_node_not_foreign(harness: Har
     leader.broadcast(big_block(1, 2_000_000), timeout=BIG)
     wait_height(follower, 1, timeout=20)
     assert follower.foreign_keys == 0 and leader.foreign_keys == 0
-    assert follower._pieces.size == 0, "pieces kept after their block was applied"
+    assert follower._replicator._pieces.size == 0, "pieces kept after their block was applied"
 
 
 def test_config_sizes_accept_units() -> None:

@@ -286,8 +286,8 @@ def test_crash_of_the_leaders_node_makes_a_follower_take_over(cluster: Cluster, 
     if crash == "shutdown":
         old_member.node.shutdown()  # revokes the lease: like a crash + lease expiry
     else:
-        assert old_member.node._session is not None
-        old_member.node._session.stop()  # keep-alives stop, the lease is left to expire
+        assert old_member.node._elector.session is not None
+        old_member.node._elector.session.stop()  # keep-alives stop, the lease is left to expire
     survivors = tuple(n for n in IDS if n != old)
 
     def new_leader_started() -> tuple[str, float] | None:

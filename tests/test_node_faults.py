@@ -145,7 +145,7 @@ def find_leader(nodes: Iterable[Node]) -> Node | None:
 
 
 def watcher_of(node: Node) -> Watcher:
-    watcher = node._watcher
+    watcher = node._replicator.watcher
     assert watcher is not None, f"{node.node_id} is not started"
     return watcher
 
@@ -801,10 +801,10 @@ def test_leader_applies_its_write_whose_reply_was_lost(
         a.broadcast(state_for(h))
     wait_heights([a, b], 5)
     h, lost = 6, 0
-    # Holding the node's lock holds its watch back before it applies anything (a
+    # Holding the node's view holds its watch back before it applies anything (a
     # lagging watch, as right after a reconnect). The lock is reentrant, so this
     # thread can still broadcast; keep-alives do not need it.
-    with a._lock:
+    with a._cluster.editing():
         # timeouts around etcd's commit latency, which varies by machine and load
         timeouts = (0.0003, 0.0005, 0.0008, 0.001, 0.0015, 0.002, 0.003, 0.005)
         for attempt in range(800):
@@ -923,9 +923,9 @@ def test_silent_leader_steps_down_before_lease_expiry_and_is_fenced(
     for h in range(1, 6):
         broadcast_retry(nodes, state_for(h))
     others = [n for n in nodes if n is not leader]
-    session = leader._session
+    session = leader._elector.session
     assert session is not None
-    old_key, old_term = leader._my_key, leader._term
+    old_key, old_term = leader._elector.leadership.key, leader._elector.leadership.term
     assert old_term and old_key
 
     session.stop()  # no more keep-alives; the lease is left to expire at etcd
@@ -952,8 +952,8 @@ def test_silent_leader_steps_down_before_lease_expiry_and_is_fenced(
     # the write the stale leader would issue, fenced by its old term: rejected
     keys = leader.keys
     stale = state_for(6, b"stale").SerializeToString()
-    assert leader._client is not None
-    result = leader._client.txn(
+    assert leader._ctx.client is not None
+    result = leader._ctx.client.txn(
         [
             cmp_create(old_key, "EQUAL", old_term),
             cmp_version(keys.member(leader.node_id), "GREATER", 0),

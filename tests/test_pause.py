@@ -43,7 +43,9 @@ def pause(cluster: Cluster, *extra: str) -> None:
     assert result.returncode == 0, result.stderr
     # every node must have seen it before the test strikes
     wait_until(
-        lambda: all(n._view.pause is not None for n in cluster.nodes if not n._closed),
+        lambda: all(
+            n._cluster.snapshot().pause is not None for n in cluster.nodes if not n._closed
+        ),
         10,
         "not every node saw the pause",
     )
@@ -52,11 +54,10 @@ def pause(cluster: Cluster, *extra: str) -> None:
 def first_in_line(nodes: list[Node], gone: bytes) -> bool:
     """Some survivor's view has ``gone`` deleted and puts that survivor first in line."""
     for n in nodes:
-        with n._lock:
-            lead = n._view.leader()
-            if gone in n._view.candidates or lead is None:
-                return False
-    return any(n._view.leader().key == n._my_key for n in nodes)  # type: ignore[union-attr]
+        view = n._cluster.snapshot()
+        if gone in view.candidates or view.leader() is None:
+            return False
+    return any(n._cluster.leader().key == n._elector.leadership.key for n in nodes)  # type: ignore[union-attr]
 
 
 def test_a_dead_leader_is_not_replaced_until_resume(cluster: Cluster) -> None:
@@ -75,13 +76,13 @@ def test_a_dead_leader_is_not_replaced_until_resume(cluster: Cluster) -> None:
     text = etcdraft("status", "--no-etcd", *cluster.conn).stdout
     assert "paused     yes since " in text and "no failover until `etcdraft resume`" in text
 
-    old_key = old._my_key
+    old_key = old._elector.leadership.key
     old.shutdown()  # revokes the lease: its election key is deleted at once
     others = [n for n in cluster.nodes if n is not old]
     wait_until(lambda: first_in_line(others, old_key), 10, "no survivor first in line")
     for _ in range(2):
         for n in others:
-            n._control_step()
+            n._elector.control_step()
     during = status(cluster)
     assert during["leader"] == "" and during["term"] == before["term"]
     assert during["next_in_line"] in {n.node_id for n in others}
@@ -109,7 +110,7 @@ def test_no_follower_deposes_a_silent_leader_while_paused(cluster: Cluster) -> N
     pause(cluster)
     cluster.stop.set()  # no more broadcasts: they carry heartbeats too
     cluster.producer.join(5)
-    old._send_heartbeat = lambda client, deadline: None  # type: ignore[method-assign]
+    old._elector._send_heartbeat = lambda client, deadline: None  # type: ignore[method-assign]
     others = [n for n in cluster.nodes if n is not old]
     # the silence that makes the first follower depose (heartbeat_timeout), twice over
     wait_until(
@@ -118,11 +119,11 @@ def test_no_follower_deposes_a_silent_leader_while_paused(cluster: Cluster) -> N
         "the followers still hear the leader",
     )
     for n in others:
-        n._control_step()
+        n._elector.control_step()
     assert sum(n.deposed for n in others) == 0
     # still the leader in etcd: its key and term stand (is_leader() itself turns False
     # while its heartbeats are not acknowledged: a silent leader stops believing)
-    assert old._holds_term() and status(cluster)["leader"] == old.node_id
+    assert old._elector.holds_term() and status(cluster)["leader"] == old.node_id
 
     assert etcdraft("resume", *cluster.conn).returncode == 0
     wait_until(
@@ -146,7 +147,7 @@ def test_handover_still_works_while_paused(cluster: Cluster) -> None:
     assert node_paused(cluster.nodes[0]) == 0.0
     pause(cluster)
     assert all(node_paused(n) == 1.0 for n in cluster.nodes)
-    client = cluster.nodes[0]._client
+    client = cluster.nodes[0]._ctx.client
     assert client is not None
     fams = {f.name: f for f in ClusterMetrics(client, Keys(cluster.namespace)).collect()}
     assert fams["etcdraft_cluster_paused"].samples[0].value == 1.0
@@ -170,12 +171,12 @@ def test_handover_still_works_while_paused(cluster: Cluster) -> None:
     # and it is still a pause: the new leader's death is not repaired
     third = next(n for n in cluster.nodes if n.node_id == out["leader"])
     wait_until(lambda: third.is_leader(), 10, "the successor did not lead")
-    key = third._my_key
+    key = third._elector.leadership.key
     third.shutdown()
     others = [n for n in cluster.nodes if n is not third]
     wait_until(lambda: first_in_line(others, key), 10, "no survivor first in line")
     for n in others:
-        n._control_step()
+        n._elector.control_step()
     assert status(cluster)["leader"] == ""
     assert etcdraft("resume", *cluster.conn).returncode == 0
     wait_until(lambda: any(n.is_leader() for n in others), 15, "no leader after resume")

@@ -93,7 +93,7 @@ def test_blackholed_endpoint_is_detected_and_the_node_fails_over(
         node.start()
         wait_until(node.is_leader, timeout=10, message="n1 leads")
         node.broadcast(state(1))
-        watcher = node._watcher
+        watcher = node._replicator.watcher
         assert watcher is not None and watcher._current_endpoint == proxy.url
         proxy.blackhole()
         t0 = time.monotonic()
@@ -131,7 +131,7 @@ def test_cut_off_leader_steps_down_before_its_lease_deadline(
         node = nodes(config([proxy.url], ns, fast_takeover=False))
         node.start()
         wait_until(node.is_leader, timeout=10, message="n1 leads")
-        session = node._session
+        session = node._elector.session
         assert session is not None
         proxy.blackhole()
         cut = time.monotonic()
@@ -178,7 +178,7 @@ def test_a_cut_off_leader_stops_believing_before_another_node_leads(
             samples += 1
             if a.is_leader() and b.is_leader():
                 both += 1
-            if not a._holds_term():
+            if not a._elector.holds_term():
                 break
         assert both == 0, f"both nodes claimed to lead in {both} of {samples} samples"
 

@@ -226,6 +226,8 @@ def _wait(what: str, timeout: float, probe: Any, cluster: ComposeCluster) -> Any
     raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})\n{cluster.logs()}")
 
 
+# up, health, a failover and down take about 45 s; the bounds above allow more under load
+@pytest.mark.timeout(COMMAND_TIMEOUT + HEALTH_TIMEOUT + FAILOVER_TIMEOUT)
 def test_compose_cluster_elects_fails_over_and_goes_down(compose_cluster: ComposeCluster) -> None:
     cluster = compose_cluster
     services = (*ETCD_SERVICES, *NODE_SERVICES)

@@ -41,6 +41,7 @@ testcontainers_config.ryuk_disabled = True
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGE = "etcdraft/etcd-local:3.5.1"
+DEFAULT_NODE_IMAGE = "etcdraft/node-local:dev"
 START_HINT = 'run: eval "$(scripts/docker-engine start)" && scripts/build-etcd-image'
 LABEL = "org.etcdraft.test"
 
@@ -48,6 +49,12 @@ LABEL = "org.etcdraft.test"
 def etcd_image() -> str:
     """The local etcd image the tests run (``ETCDRAFT_ETCD_IMAGE`` or the default)."""
     return os.environ.get("ETCDRAFT_ETCD_IMAGE") or DEFAULT_IMAGE
+
+
+def node_image() -> str:
+    """The local node image of ``scripts/build-node-image`` (``ETCDRAFT_NODE_IMAGE`` or the
+    default)."""
+    return os.environ.get("ETCDRAFT_NODE_IMAGE") or DEFAULT_NODE_IMAGE
 
 
 def _private_engine_socket() -> Path:
@@ -66,8 +73,11 @@ def docker_host() -> str | None:
     return None
 
 
-def docker_unavailable_reason(image: str | None = None) -> str | None:
-    """None if a Docker engine answers and the local etcd image exists there, else why not."""
+def docker_unavailable_reason(
+    image: str | None = None, build: str = "scripts/build-etcd-image"
+) -> str | None:
+    """None if a Docker engine answers and the local image (default: the etcd image)
+    exists there, else why not; ``build`` is the command that makes the image."""
     image = image or etcd_image()
     host = docker_host()
     if host is None:
@@ -88,8 +98,8 @@ def docker_unavailable_reason(image: str | None = None) -> str | None:
             client.images.get(image)
         except docker.errors.ImageNotFound:
             return (
-                f"the local etcd image {image} is missing from the engine at "
-                f"DOCKER_HOST={host}; run: scripts/build-etcd-image"
+                f"the local image {image} is missing from the engine at "
+                f"DOCKER_HOST={host}; run: {build}"
             )
         except Exception as exc:
             return f"cannot inspect image {image} at DOCKER_HOST={host}: {exc}"

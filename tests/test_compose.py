@@ -1,7 +1,8 @@
 """compose.yaml (the docker-compose dev cluster), its Dockerfile and .dockerignore.
 
 Checked offline: the structure with PyYAML, and `docker-compose -f compose.yaml config -q`
-with Debian's docker-compose 1.29.2 (no engine and no network needed).
+with Debian's docker-compose 1.29.2 (no engine and no network needed). The cluster is
+run for real by tests/test_compose_run.py.
 """
 
 from __future__ import annotations
@@ -83,6 +84,20 @@ def test_three_etcd_members_with_pinned_images_and_healthchecks(compose: dict[st
             assert volume_name in (compose.get("volumes") or {}), f"{name}: {v} is no named volume"
 
 
+def test_etcd_follows_the_operations_advice(compose: dict[str, Any]) -> None:
+    """docs/operations.md's recommended flags: auto-compaction, an explicit quota,
+    progress notifications; and etcd's client port published on loopback only."""
+    for name in ETCD_SERVICES:
+        service = _service(compose, name)
+        flags = _flags(service)
+        assert flags.get("--auto-compaction-mode") == "periodic", name
+        assert flags.get("--auto-compaction-retention"), name
+        assert int(flags.get("--quota-backend-bytes", "0")) > 0, name
+        assert flags.get("--experimental-watch-progress-notify-interval") == "1s", name
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+
+
 def test_initial_cluster_lists_all_three_members(compose: dict[str, Any]) -> None:
     expected = {f"{name}=http://{name}:2380" for name in ETCD_SERVICES}
     tokens = set()
@@ -115,11 +130,20 @@ def test_three_nodes_use_all_endpoints_and_wait_for_healthy_etcd(
         assert env["ETCDRAFT_NODE_ID"] == name
         assert env["ETCDRAFT_ENDPOINTS"].split(",") == ENDPOINTS
         assert env["ETCDRAFT_NAMESPACE"] == "/etcdraft/compose-demo"
-        assert env["ETCDRAFT_RAFT_ADDR"] == f"{name}:7000"
+        # raft_addr has no listener; a tool run in the node's environment (`docker compose
+        # exec node1 etcdraft status`) must not see it clash with its own peers entry.
+        assert "ETCDRAFT_RAFT_ADDR" not in env
+        assert env["ETCDRAFT_HTTP_ADDR"] == "0.0.0.0:8080"
         bootstrap = env.get("ETCDRAFT_BOOTSTRAP", "false").lower() == "true"
         assert bootstrap == (name == "node1"), f"{name}: only node1 bootstraps"
         if name == "node1" or "ETCDRAFT_PEERS" in env:
             assert env["ETCDRAFT_PEERS"].split(",") == [f"{n}@{n}:7000" for n in NODE_SERVICES]
+
+        assert service.get("ports") == [f"127.0.0.1:1808{name[-1]}:8080"], (
+            f"{name}: its HTTP port is published on the host's loopback only"
+        )
+        health = " ".join(service.get("healthcheck", {}).get("test", []))
+        assert "/health/ready" in health and "ETCDRAFT_HTTP_ADDR" in health, health
 
         depends = service.get("depends_on")
         assert isinstance(depends, dict), f"{name}: depends_on must carry conditions"
@@ -132,8 +156,11 @@ def test_dockerfile_runs_the_compose_command() -> None:
     instructions = [
         line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
     ]
-    assert instructions[0] == "FROM python:3.11-slim"
-    assert "pip install --no-cache-dir ." in text
+    # python:3.11-slim for users; scripts/build-node-image passes its offline base
+    assert instructions[:2] == ["ARG BASE_IMAGE=python:3.11-slim", "FROM ${BASE_IMAGE}"]
+    assert 'pip install --no-cache-dir "/src[metrics]"' in text
+    # offline: from the wheelhouse only
+    assert "--no-index --find-links /src/.wheels" in text
     # compose's command is the whole command line: an ENTRYPOINT would be prepended to it.
     assert not any(i.upper().startswith("ENTRYPOINT") for i in instructions)
     assert 'CMD ["etcdraft", "node"]' in instructions

@@ -209,7 +209,9 @@ def _connect(args: argparse.Namespace) -> tuple[Any, Any]:
     from etcdraft.config import Config
     from etcdraft.status import client_for
 
-    config = Config(node_id="etcdraft-cli", **_conn_fields(args))
+    # a tool is no member: node-only settings of the environment it may run in (a
+    # node's container sets ETCDRAFT_RAFT_ADDR with ETCDRAFT_PEERS) must not fail it
+    config = Config(node_id="etcdraft-cli", raft_addr="", **_conn_fields(args))
     args._endpoints = list(config.endpoints)
     from etcdraft.keys import Keys
 

@@ -97,6 +97,7 @@ def connect(**fields: Any) -> tuple[EtcdClient, Keys]:
         ConfigError: a field is missing or malformed.
     """
     fields.setdefault("node_id", "etcdraft-cli")
+    fields.setdefault("raft_addr", "")  # a tool is no member (see cli._connect)
     config = Config(**fields)
     return client_for(config), Keys(config.namespace)
 

@@ -23,6 +23,7 @@ from helpers import wait_until
 from etcdraft import Config, Node, RaftBlockState
 from etcdraft.cli import main
 from etcdraft.errors import EtcdraftError
+from etcdraft.status import connect as status_connect
 
 FAST = {
     "election_timeout": "1s",
@@ -517,3 +518,28 @@ def test_resign_and_remove_ask_on_a_terminal(cluster: Cluster) -> None:
     forced = on_a_terminal("members", "remove", victim, "--force", *cluster.conn, answer="n")
     assert forced.returncode == 0 and "?" not in forced.stderr, forced.stderr
     assert f"member {victim} removed" in forced.stdout
+
+
+def test_tools_run_in_a_nodes_environment(
+    etcd: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's container sets ETCDRAFT_RAFT_ADDR with ETCDRAFT_PEERS (compose.yaml);
+    the operator tools run there too (`docker compose exec node1 etcdraft status`):
+    they are no member, so the node-only settings must not fail their config."""
+    env = {
+        "ETCDRAFT_ENDPOINTS": etcd.endpoints[0],
+        "ETCDRAFT_NAMESPACE": namespace,
+        "ETCDRAFT_NODE_ID": "node1",
+        "ETCDRAFT_RAFT_ADDR": "node1:7000",
+        "ETCDRAFT_PEERS": "node1@node1:7000,node2@node2:7000",
+    }
+    result = etcdraft("status", "-o", "json", "--no-etcd", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["namespace"] == namespace
+    for name, value in env.items():  # the library entry point, in the same environment
+        monkeypatch.setenv(name, value)
+    client, keys = status_connect()
+    try:
+        assert keys.namespace == namespace
+    finally:
+        client.close()

@@ -130,9 +130,9 @@ def test_three_nodes_use_all_endpoints_and_wait_for_healthy_etcd(
         assert env["ETCDRAFT_NODE_ID"] == name
         assert env["ETCDRAFT_ENDPOINTS"].split(",") == ENDPOINTS
         assert env["ETCDRAFT_NAMESPACE"] == "/etcdraft/compose-demo"
-        # raft_addr has no listener; a tool run in the node's environment (`docker compose
-        # exec node1 etcdraft status`) must not see it clash with its own peers entry.
-        assert "ETCDRAFT_RAFT_ADDR" not in env
+        # the node's own peers entry; the tools run in this environment too (`docker
+        # compose exec node1 etcdraft status`, tests/test_cli.py)
+        assert env["ETCDRAFT_RAFT_ADDR"] == f"{name}:7000"
         assert env["ETCDRAFT_HTTP_ADDR"] == "0.0.0.0:8080"
         bootstrap = env.get("ETCDRAFT_BOOTSTRAP", "false").lower() == "true"
         assert bootstrap == (name == "node1"), f"{name}: only node1 bootstraps"

@@ -36,6 +36,15 @@ from typing import Any
 from bench.common import ENTRY_BYTES, make_state, serve, write_lines
 
 
+def write_timeout(state_bytes: int) -> float | None:
+    """The deadline of one broadcast: the node's ``send_timeout`` (None) for small
+    states; for multi-MB ones as long as the raw side allows a write (5 s + 2 s per MB),
+    since on a loaded machine one such write can take longer than ``send_timeout``."""
+    if state_bytes < 1_000_000:
+        return None
+    return 5.0 + 2.0 * state_bytes / 1e6
+
+
 class StampQueue:
     """An apply queue that only records when each entry was offered to it."""
 
@@ -165,7 +174,7 @@ def main() -> int:
             t0 = time.monotonic()
             try:
                 with bcast_lock:
-                    node.broadcast(pending)
+                    node.broadcast(pending, timeout=write_timeout(args.state_bytes))
             except (NotLeaderError, LeadershipLostError):
                 pending = None
                 continue
@@ -223,6 +232,7 @@ def main() -> int:
             states.append(st)
         mono = time.monotonic
         bcast = node.broadcast
+        limit = write_timeout(state_bytes)
         next_at = mono()
         with bcast_lock:
             for st in states:
@@ -233,7 +243,7 @@ def main() -> int:
                     next_at += interval
                 t0 = mono()
                 try:
-                    bcast(st)
+                    bcast(st, timeout=limit)
                 except InvalidStateError as exc:
                     if rows:
                         raise

@@ -31,7 +31,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.common import median, size_label
+from bench.common import Child, median, size_label, wait_for
 from bench.etcd_space import EtcdSpace
 from bench.sides import Side, log, run_side, spawn_nodes, spawn_raw, start_cluster, wait_ready
 
@@ -162,22 +162,28 @@ def bench_large(members: int, opts: argparse.Namespace, work: Path) -> dict[str,
         cluster.close()
 
 
-def _sender_leads(side: Side, timeout: float = 30.0) -> None:
-    """Make the etcdraft side's writer (n1) the leader again if a defragmentation
-    stalled etcd long enough for another node to take over (bounded)."""
+def _sender_leads(side: Side, timeout: float = 30.0) -> bool:
+    """Make the etcdraft side's writer (n1) the leader again if another node took
+    over (bounded): etcd saturated by the raw sides' multi-MB writes, or stalled by a
+    defragmentation, can hold the leader's heartbeats longer than ``heartbeat_timeout``,
+    and a follower then deposes it (fast takeover). Returns False if n1 already led."""
     sender, receivers = side
-    for _ in range(5):
-        if sender.call("status", timeout=10)["leader"]:
-            return
-        for r in receivers:
-            if r.call("status", timeout=10)["leader"]:
-                r.call("resign", timeout=timeout)
-        try:
-            sender.call("wait_leader", timeout=timeout + 15)  # the node waits up to 30 s
-        except RuntimeError:
-            continue
-    if not sender.call("status", timeout=10)["leader"]:
-        raise RuntimeError("the etcdraft writer does not lead again after a defragmentation")
+    if sender.call("status", timeout=10)["leader"]:
+        return False
+    nodes = [sender, *receivers]
+
+    def leader() -> Child | None:
+        for c in nodes:
+            if c.call("status", timeout=10)["leader"]:
+                return c
+        return None
+
+    for _ in range(10):
+        who = wait_for(leader, timeout, "an etcdraft leader", interval=0.05)
+        if who is sender:
+            return True
+        who.call("resign", timeout=timeout)  # someone else leads: hand over, try again
+    raise RuntimeError("the etcdraft writer (n1) does not lead again")
 
 
 def _one_size(
@@ -198,6 +204,9 @@ def _one_size(
     mb = size / 1e6
     iso_every = opts.large_iso_interval
     defrag_s: list[float] = []
+    #: times n1 had to be made leader again: before a run (deposed while etcd was busy
+    #: with another side) and during one (the run is then repeated)
+    takeovers = {"before_run": 0, "during_run": 0}
 
     def free(side: str) -> None:
         """Outside the clock: drop what a raw side wrote, compact, defragment."""
@@ -207,21 +216,32 @@ def _one_size(
         took = space.defrag_if_needed()
         if took:
             defrag_s.extend(took)
-            _sender_leads(procs["etcdraft"])
 
     def one(side: str, count: int, tag: str, interval: float = 0.0) -> dict[str, Any]:
         settle = 0.3 + (count if interval == 0 else 1) * size / 50e6  # receivers' backlog
         timeout = 60 + count * (0.2 * max(1.0, mb) + interval)
-        res = run_side(
-            procs[side],
-            d,
-            count,
-            interval,
-            f"{tag}-{size}",
-            settle=settle,
-            timeout=timeout,
-            **kw[side],
-        )
+        for attempt in range(3):
+            if side == "etcdraft" and _sender_leads(procs[side]):
+                takeovers["before_run"] += 1
+                log(f"  {label} {tag}: n1 had been deposed while etcd was busy; leads again")
+            try:
+                res = run_side(
+                    procs[side],
+                    d,
+                    count,
+                    interval,
+                    f"{tag}-{size}",
+                    settle=settle,
+                    timeout=timeout,
+                    **kw[side],
+                )
+                break
+            except RuntimeError as exc:
+                lost = ("NotLeaderError", "LeadershipLostError")
+                if side != "etcdraft" or attempt == 2 or not any(x in str(exc) for x in lost):
+                    raise
+                takeovers["during_run"] += 1
+                log(f"  {label} {tag}: n1 deposed during the run ({exc}); run repeated")
         if "refused" not in res:
             res["mb_per_s"] = res["rate"] * mb
             free(side)
@@ -285,6 +305,7 @@ def _one_size(
         "etcd_db_size": db_size,
         "etcd_db_size_in_use": in_use,
         "defrag_seconds": defrag_s,
+        "n1_takeovers": takeovers,
     }
     if iso_rounds:
         ie = [r["etcdraft"] for r in iso_rounds]

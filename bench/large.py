@@ -31,7 +31,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.common import Child, median, size_label, wait_for
+from bench.common import Child, median, rss_bytes, size_label, wait_for
 from bench.etcd_space import EtcdSpace
 from bench.sides import Side, log, run_side, spawn_nodes, spawn_raw, start_cluster, wait_ready
 
@@ -111,55 +111,129 @@ def raft_ratios(size: int, res: dict[str, Any]) -> dict[str, tuple[float, float]
 
 def bench_large(members: int, opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     sizes: list[int] = opts.state_sizes
-    d = work / f"large{members}"
-    d.mkdir(parents=True, exist_ok=True)
-    extra: list[str] = []
-    biggest = max(sizes)
-    if biggest + 65536 > ETCD_MAX_REQUEST:
-        # the raw sides put the largest state in one request
-        extra = ["--max-request-bytes", str(biggest + 2**20)]
     log(
         f"large states: {members}-member etcd, sizes "
-        f"{', '.join(size_label(s) for s in sizes)}, {' / '.join(SIDES)}"
+        f"{', '.join(size_label(s) for s in sizes)}, {' / '.join(SIDES)}; a fresh etcd per size"
     )
-    cluster = start_cluster(members, fsync=not opts.no_fsync, extra_args=extra)
-    space = EtcdSpace(cluster.endpoints)
-    procs: dict[str, Side] = {}
     out: dict[str, Any] = {
         "members": members,
-        "etcd_version": ".".join(map(str, cluster.version)),
-        "etcd_args": extra,
         "raw_client": opts.raw,
         "fsync": not opts.no_fsync,
         "iso_interval": opts.large_iso_interval,
+        "max_run_bytes": opts.large_max_run_bytes,
         "sizes": {},
         "skipped": {},
     }
-    raw_logs = {side: f"/bench-raw/large{members}-{side}/log/".encode() for side in SIDES[1:]}
-    try:
-        procs["etcdraft"] = spawn_nodes(cluster, d, "etcdraft", f"/bench/large{members}", opts.lib)
+    for size in sizes:
+        res = _size_on_fresh_etcd(members, size, opts, work / f"large{members}-{size}")
+        out["etcd_version"] = res.pop("etcd_version")
+        if "refused" in res:
+            note = (
+                f"  {size_label(size)} skipped: the node refuses a state of this size "
+                f"({res['refused']})"
+            )
+            log(note)
+            out["skipped"][str(size)] = res["refused"]
+            continue
+        out["sizes"][str(size)] = res
+    return out
+
+
+class Rig:
+    """One etcd cluster with the three sides on it, for one size. etcd 3.5 keeps its
+    raft log in memory until a snapshot (``--snapshot-count``, 100,000 entries) and
+    5,000 entries after one, so a member's RSS grows by every byte written (about 2x,
+    with Go's heap); :meth:`refresh_if_heavy` replaces the whole rig by a fresh one
+    once a member passed ``--large-etcd-rss-limit`` (outside the clock), so that 16 MB
+    states on 3 members fit in the machine's memory."""
+
+    def __init__(self, members: int, size: int, opts: argparse.Namespace, d: Path) -> None:
+        self.members, self.size, self.opts, self.d = members, size, opts, d
+        self.extra: list[str] = []
+        if size + 65536 > ETCD_MAX_REQUEST:
+            # the raw sides put the whole state in one request
+            self.extra = ["--max-request-bytes", str(size + 2**20)]
+        self.raw_logs = {
+            side: f"/bench-raw/large{members}-{side}/log/".encode() for side in SIDES[1:]
+        }
+        self.procs: dict[str, Side] = {}
+        self.cluster: Any = None
+        self.space: EtcdSpace | None = None
+        self.generation = 0
+        self.rss_seen = 0
+        self.compactions = self.defrags = 0
+
+    def start(self) -> None:
+        self.generation += 1
+        d = self.d / f"g{self.generation}"
+        d.mkdir(parents=True, exist_ok=True)
+        m, opts = self.members, self.opts
+        self.cluster = start_cluster(m, fsync=not opts.no_fsync, extra_args=self.extra)
+        self.space = EtcdSpace(self.cluster.endpoints)
+        self.procs["etcdraft"] = spawn_nodes(
+            self.cluster, d, "etcdraft", f"/bench/large{m}", opts.lib
+        )
         for side in SIDES[1:]:
-            procs[side] = spawn_raw(cluster, d, side, f"/bench-raw/large{members}-{side}", opts.raw)
-        wait_ready(procs)
-        for size in sizes:
-            res = _one_size(procs, d, size, opts, space, raw_logs)
-            if "refused" in res:
-                note = (
-                    f"  {size_label(size)} skipped: the node refuses a state of this size "
-                    f"({res['refused']})"
-                )
-                log(note)
-                out["skipped"][str(size)] = res["refused"]
-                continue
-            out["sizes"][str(size)] = res
-        out["compactions"], out["defrags"] = space.compactions, space.defrags
-        return out
-    finally:
-        space.close()
-        for sender, receivers in procs.values():
+            self.procs[side] = spawn_raw(
+                self.cluster, d, side, f"/bench-raw/large{m}-{side}", opts.raw
+            )
+        wait_ready(self.procs)
+
+    def etcd_rss(self) -> int:
+        rss = max(rss_bytes(m.pid) for m in self.cluster.members)
+        self.rss_seen = max(self.rss_seen, rss)
+        return rss
+
+    def refresh_if_heavy(self) -> bool:
+        rss = self.etcd_rss()
+        if rss <= self.opts.large_etcd_rss_limit:
+            return False
+        log(
+            f"  {size_label(self.size)}: an etcd member holds {rss / 2**20:.0f} MiB: "
+            "a fresh etcd and fresh sides for the next runs"
+        )
+        self.stop()
+        self.start()
+        return True
+
+    def stop(self) -> None:
+        if self.space is not None:
+            self.compactions += self.space.compactions
+            self.defrags += self.space.defrags
+            self.space.close()
+            self.space = None
+        for sender, receivers in self.procs.values():
             for c in [sender, *receivers]:
                 c.stop(timeout=10)
-        cluster.close()
+        self.procs.clear()
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+
+def _size_on_fresh_etcd(
+    members: int, size: int, opts: argparse.Namespace, d: Path
+) -> dict[str, Any]:
+    """One size on its own etcd (and more, see :class:`Rig`)."""
+    rig = Rig(members, size, opts, d)
+    try:
+        rig.start()
+        version = ".".join(map(str, rig.cluster.version))
+        res: dict[str, Any] = _one_size(rig, d, size, opts)
+        rig.etcd_rss()
+    finally:
+        rig.stop()
+    res["etcd_version"] = version
+    res["etcd_args"] = rig.extra
+    res["etcd_rss_max"] = rig.rss_seen
+    res["etcd_clusters"] = rig.generation
+    res["compactions"], res["defrags"] = rig.compactions, rig.defrags
+    if "refused" not in res:
+        log(
+            f"  {size_label(size)}: largest etcd member RSS {rig.rss_seen / 2**20:.0f} MiB, "
+            f"{rig.generation} etcd cluster(s)"
+        )
+    return res
 
 
 def _sender_leads(side: Side, timeout: float = 30.0) -> bool:
@@ -186,16 +260,14 @@ def _sender_leads(side: Side, timeout: float = 30.0) -> bool:
     raise RuntimeError("the etcdraft writer (n1) does not lead again")
 
 
-def _one_size(
-    procs: dict[str, Side],
-    d: Path,
-    size: int,
-    opts: argparse.Namespace,
-    space: EtcdSpace,
-    raw_logs: dict[str, bytes],
-) -> Any:
+def _one_size(rig: Rig, d: Path, size: int, opts: argparse.Namespace) -> Any:
     label = size_label(size)
-    n = opts.large_n
+    # at most --large-max-run-bytes per timed run (at least 3 writes): etcd holds what
+    # is written in memory (see _size_on_fresh_etcd), 30 x 16 MB x 3 sides x 5 rounds
+    # would be 7 GB per member
+    budget = int(opts.large_max_run_bytes)
+    n = max(3, min(opts.large_n, budget // size))
+    iso_n = max(3, min(opts.large_iso_n, budget // size))
     kw: dict[str, dict[str, Any]] = {
         "etcdraft": {"state_bytes": size},
         "raw_put": {"state_bytes": size, "op": "put"},
@@ -209,24 +281,30 @@ def _one_size(
     takeovers = {"before_run": 0, "during_run": 0}
 
     def free(side: str) -> None:
-        """Outside the clock: drop what a raw side wrote, compact, defragment."""
-        if side in raw_logs:
-            space.delete_prefix(raw_logs[side])
+        """Outside the clock: drop what a raw side wrote, compact, defragment; a fresh
+        etcd (warmed up) when a member's memory is over the limit."""
+        space = rig.space
+        assert space is not None
+        if side in rig.raw_logs:
+            space.delete_prefix(rig.raw_logs[side])
         space.compact()
         took = space.defrag_if_needed()
         if took:
             defrag_s.extend(took)
+        if rig.refresh_if_heavy():
+            for s in SIDES:
+                one(s, 2, f"rewarm{rig.generation}")
 
     def one(side: str, count: int, tag: str, interval: float = 0.0) -> dict[str, Any]:
         settle = 0.3 + (count if interval == 0 else 1) * size / 50e6  # receivers' backlog
         timeout = 60 + count * (0.2 * max(1.0, mb) + interval)
         for attempt in range(3):
-            if side == "etcdraft" and _sender_leads(procs[side]):
+            if side == "etcdraft" and _sender_leads(rig.procs[side]):
                 takeovers["before_run"] += 1
                 log(f"  {label} {tag}: n1 had been deposed while etcd was busy; leads again")
             try:
                 res = run_side(
-                    procs[side],
+                    rig.procs[side],
                     d,
                     count,
                     interval,
@@ -270,7 +348,7 @@ def _one_size(
     for r in range(opts.large_iso_rounds):
         k = (r + 1) % len(SIDES)
         order = SIDES[k:] + SIDES[:k]
-        res = {side: one(side, opts.large_iso_n, f"iso{r}", iso_every) for side in order}
+        res = {side: one(side, iso_n, f"iso{r}", iso_every) for side in order}
         iso_rounds.append(res)
         log(
             f"  {label} isolated {r + 1}/{opts.large_iso_rounds} (1 / {iso_every * 1e3:.0f} ms): "
@@ -278,7 +356,8 @@ def _one_size(
                 f"{s} write {res[s]['p50']:.1f} ms both {res[s]['every_p50']:.1f} ms" for s in SIDES
             )
         )
-    db_size, in_use = space.sizes()
+    assert rig.space is not None
+    db_size, in_use = rig.space.sizes()
     e = [r["etcdraft"] for r in rounds]
     out: dict[str, Any] = {
         "size": size,
@@ -311,7 +390,7 @@ def _one_size(
         ie = [r["etcdraft"] for r in iso_rounds]
         out["isolated"] = {
             "rounds": len(iso_rounds),
-            "n": opts.large_iso_n,
+            "n": iso_n,
             "interval": iso_every,
             **{
                 side: {k: median(r[side][k] for r in iso_rounds) for k in ISO_KEYS}
@@ -327,6 +406,7 @@ def _one_size(
     out["vs_raft"] = raft_ratios(size, out)
     log(
         f"  {label}: etcd db {db_size / 2**20:.0f} MiB (in use {in_use / 2**20:.0f} MiB), "
-        f"{space.compactions} compactions, {space.defrags} defragmentations so far"
+        f"{rig.compactions + rig.space.compactions} compactions, "
+        f"{rig.defrags + rig.space.defrags} defragmentations"
     )
     return out

@@ -383,10 +383,14 @@ def _large(results: dict[str, Any], add: Any) -> None:
                         width=15,
                     )
                 )
+            tk = y.get("n1_takeovers") or {}
             add(
-                f"  etcd after this size: db {y['etcd_db_size'] / 2**20:.0f} MiB, in use "
-                f"{y['etcd_db_size_in_use'] / 2**20:.0f} MiB; receivers missed "
-                f"{y['deliver_missing'] + iso.get('deliver_missing', 0)} writes"
+                f"  {y['n']} writes per run ({iso.get('n', 0)} isolated); etcd after this size: "
+                f"db {y['etcd_db_size'] / 2**20:.0f} MiB, in use "
+                f"{y['etcd_db_size_in_use'] / 2**20:.0f} MiB, largest member RSS "
+                f"{y.get('etcd_rss_max', 0) / 2**20:.0f} MiB; receivers missed "
+                f"{y['deliver_missing'] + iso.get('deliver_missing', 0)} writes; n1 deposed "
+                f"{tk.get('before_run', 0)} + {tk.get('during_run', 0)} (between + during runs)"
             )
         for size, why in x.get("skipped", {}).items():
             add(f"  {m}-member: {size_label(int(size))} skipped, refused by the node: {why}")
@@ -412,6 +416,7 @@ def _large_long(results: dict[str, Any], add: Any) -> None:
             "leader RSS",
             "follower RSS",
             "follower RSS",
+            "etcd RSS max",
             width=12,
             label_width=10,
         )
@@ -425,6 +430,7 @@ def _large_long(results: dict[str, Any], add: Any) -> None:
                 f"{smp['db_size_in_use'] / 2**20:.0f}",
                 f"{smp['leader_rss'] / 2**20:.0f}",
                 *[f"{r / 2**20:.0f}" for r in smp["follower_rss"]],
+                f"{max(smp['etcd_rss']) / 2**20:.0f}",
                 width=12,
                 label_width=10,
             )

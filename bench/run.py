@@ -758,6 +758,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large-rounds", type=int, default=5)
     ap.add_argument("--large-n", type=int, default=30, help="large writes per side per round")
     ap.add_argument("--large-warmup", type=int, default=5)
+    ap.add_argument(
+        "--large-max-run-bytes",
+        type=float,
+        default=160e6,
+        help="large: fewer writes per run for big states (n x size at most this)",
+    )
+    ap.add_argument(
+        "--large-etcd-rss-limit",
+        type=parse_size,
+        default=3 * 2**30,
+        help="large: a fresh etcd once a member's RSS passes this (etcd keeps its raft "
+        "log in memory); default 3GiB",
+    )
     ap.add_argument("--large-iso-rounds", type=int, default=3, help="isolated rounds (large)")
     ap.add_argument("--large-iso-n", type=int, default=10, help="isolated writes per side/round")
     ap.add_argument(

@@ -3,7 +3,7 @@ against the raw gRPC client writing the same bytes, and against hashicorp/raft's
 figures of issue #14 (``python -m bench --only large``; sizes with ``--state-sizes``).
 
 ev-node's ``RaftBlockState`` carries the whole block (header and data; ev-node fills
-blocks up to 5 MB). For each state size, on one embedded etcd (fsync on), three sides
+blocks up to 5 MB). For each state size, on its own embedded etcd (fsync on), three sides
 alternate per round (each side in each position in turn): etcdraft (a leader writing
 back to back, two followers applying), a raw ``KV/Put`` of the same encoded state under
 the same kind of key, and the raw fenced ``KV/Txn`` (what ``Node.broadcast`` sends for a

@@ -101,7 +101,8 @@ def _varint_len(n: int) -> bytes:
 def parse_size(text: str) -> int:
     """``600``, ``100KB``, ``1MB`` (10^6 bytes), ``1MiB`` (2^20 bytes)."""
     t = text.strip().upper().replace(" ", "")
-    for suffix, mult in (("KIB", 2**10), ("MIB", 2**20), ("KB", 10**3), ("MB", 10**6), ("B", 1)):
+    units = (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6))
+    for suffix, mult in (*units, ("KB", 10**3), ("B", 1)):
         if t.endswith(suffix):
             return int(float(t[: -len(suffix)]) * mult)
     return int(t)

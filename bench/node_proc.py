@@ -17,7 +17,9 @@ Commands (one JSON object a line; one JSON answer a line):
 With ``--produce INTERVAL`` the node also produces blocks on its own whenever it
 leads (a toy sequencer), appending ``height t_start t_end`` to ``<record>/acks.txt``
 and role changes to ``<record>/events.txt`` (flushed per line, so they survive a
-SIGKILL): the failover and long-run benchmarks read those files.
+SIGKILL): the failover and long-run benchmarks read those files. ``--state-bytes``
+sets the size of those blocks (``large-long``), ``--trailing-bytes`` the node's
+``trailing_bytes`` (default: the library's).
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ENTRY_BYTES, make_state, serve, write_lines
+
+
+def write_timeout(state_bytes: int) -> float | None:
+    """The deadline of one broadcast: the node's ``send_timeout`` (None) for small
+    states; for multi-MB ones as long as the raw side allows a write (5 s + 2 s per MB),
+    since on a loaded machine one such write can take longer than ``send_timeout``."""
+    if state_bytes < 1_000_000:
+        return None
+    return 5.0 + 2.0 * state_bytes / 1e6
 
 
 class StampQueue:
@@ -76,6 +87,8 @@ def main() -> int:
     ap.add_argument("--fast-takeover", default="true")
     ap.add_argument("--trailing-logs", type=int, default=1000)
     ap.add_argument("--snapshot-threshold", type=int, default=1000)
+    ap.add_argument("--trailing-bytes", default=None, help="default: the library's")
+    ap.add_argument("--state-bytes", type=int, default=0, help="--produce: encoded block size")
     ap.add_argument("--produce", type=float, default=-1.0, help="autonomous block interval")
     ap.add_argument("--max-height", type=int, default=0, help="stop producing at this height")
     ap.add_argument("--record", default=None)
@@ -108,6 +121,7 @@ def main() -> int:
         fast_takeover=fast,
         trailing_logs=args.trailing_logs,
         snapshot_threshold=args.snapshot_threshold,
+        **({"trailing_bytes": args.trailing_bytes} if args.trailing_bytes else {}),
     )
     node = Node(cfg)
     stamps = StampQueue()
@@ -132,7 +146,7 @@ def main() -> int:
 
     def next_state() -> Any:
         head = node.get_state()
-        return make_state(head.height + 1, head.timestamp)
+        return make_state(head.height + 1, head.timestamp, size=args.state_bytes or ENTRY_BYTES)
 
     def producer() -> None:
         interval = args.produce
@@ -160,7 +174,7 @@ def main() -> int:
             t0 = time.monotonic()
             try:
                 with bcast_lock:
-                    node.broadcast(pending)
+                    node.broadcast(pending, timeout=write_timeout(args.state_bytes))
             except (NotLeaderError, LeadershipLostError):
                 pending = None
                 continue
@@ -194,6 +208,7 @@ def main() -> int:
             "height": node.get_state().height,
             "applied": stamps.count,
             "broadcasts": node.broadcasts,
+            "trailing_bytes": cfg.trailing_bytes,
         }
 
     def h_wait_leader(timeout: float = 30.0) -> dict[str, Any]:
@@ -217,6 +232,7 @@ def main() -> int:
             states.append(st)
         mono = time.monotonic
         bcast = node.broadcast
+        limit = write_timeout(state_bytes)
         next_at = mono()
         with bcast_lock:
             for st in states:
@@ -227,7 +243,7 @@ def main() -> int:
                     next_at += interval
                 t0 = mono()
                 try:
-                    bcast(st)
+                    bcast(st, timeout=limit)
                 except InvalidStateError as exc:
                     if rows:
                         raise

@@ -96,17 +96,19 @@ def run_txn(endpoint: str, prefix: bytes, log_prefix: bytes) -> int:
     txn_call, put_call = kv.Txn, kv.Put
     state = {"height": 0, "ts": 0}
 
+    def limit(value: bytes) -> float:
+        return 5.0 + 2.0 * len(value) / 1e6  # multi-MB values on a loaded machine
+
     def txn(st: Any) -> None:
-        resp = txn_call(
-            fence.txn(log_key(log_prefix, st.height), st.SerializeToString()), timeout=5
-        )
+        value = st.SerializeToString()
+        resp = txn_call(fence.txn(log_key(log_prefix, st.height), value), timeout=limit(value))
         if not resp.succeeded:
             raise RuntimeError(f"raw txn at height {st.height} failed: {resp}")
 
     def put(st: Any) -> None:
+        value = st.SerializeToString()
         put_call(
-            pb.PutRequest(key=log_key(log_prefix, st.height), value=st.SerializeToString()),
-            timeout=5,
+            pb.PutRequest(key=log_key(log_prefix, st.height), value=value), timeout=limit(value)
         )
 
     def h_run(

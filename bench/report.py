@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from bench.common import size_label
+from bench.large import RAFT
 from bench.sides import RAW_LABELS
 
 #: Targets of issue #12 and the figures of docs/benchmarks.md before gRPC (for "no worse").
@@ -14,6 +15,7 @@ RATE_RATIO_MIN = 0.95
 P50_OVERHEAD_MAX_MS = 0.1
 APPLY_VS_FLOOR_MAX = 1.10
 LARGE_RATE_RATIO_MIN = 0.9
+LARGE_ISO_1MB_MAX_MS = 30.0  # issue #14: isolated 1 MB block, start -> every follower
 CRASH_P50_MAX_MS = 500.0
 HANDOVER_P50_MAX_MS = 10.0
 IDLE_CPU_MAX_PCT = 1.0
@@ -108,6 +110,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             vals,
             lambda v: v >= LARGE_RATE_RATIO_MIN,
             ".3f",
+        )
+    if 1_000_000 in sizes:
+        vals = {}
+        for m in (1, 3):
+            x = ((results.get(f"large{m}") or {}).get("sizes") or {}).get(str(1_000_000))
+            vals[m] = ((x or {}).get("isolated") or {}).get("etcdraft", {}).get("every_p50")
+        add(
+            "1 MB isolated: start -> both followers applied p50 (ms)",
+            f"<= {LARGE_ISO_1MB_MAX_MS:.0f}",
+            vals,
+            lambda v: v <= LARGE_ISO_1MB_MAX_MS,
+            ".1f",
         )
     f = results.get("failover")
     if f:
@@ -286,42 +300,152 @@ def _large(results: dict[str, Any], add: Any) -> None:
         return
     raw = raw_label(results)
     cfg = results["config"]
+    iso_ms = cfg.get("large_iso_interval", 0.5) * 1e3
     add(
         f"large states: {cfg['large_rounds']} rounds x {cfg['large_n']} back-to-back writes per "
-        "side, the 3 sides rotated; writes/s, MB/s, p50 / p99 ms, apply p50 ms"
+        f"side, then {cfg.get('large_iso_rounds', 0)} rounds x {cfg.get('large_iso_n', 0)} "
+        f"isolated writes (1 / {iso_ms:.0f} ms), the 3 sides rotated. MB/s, write p50/p99 ms, "
+        "start -> both receivers had it p50/p99 ms; isolated: start -> both p50 ms"
     )
-    sizes = sorted({int(s) for _, x in ls for s in x["sizes"]})
-    for size in sizes:
-        add(_row(f"{size_label(size)} state", *[f"{m}-member etcd" for m, _ in ls], width=34))
-        for side, label in (
-            ("etcdraft", "etcdraft broadcast"),
-            ("raw_put", f"{raw} put"),
-            ("raw_txn", f"{raw} fenced txn"),
-        ):
-            cells = []
-            for _, x in ls:
-                y = x["sizes"].get(str(size))
-                if not y:
-                    cells.append("n/a")
-                    continue
-                s = y[side]
-                cells.append(
-                    f"{fmt(s['rate'], '.1f')}/s {fmt(s['mb_per_s'], '.1f')} MB/s "
-                    f"{fmt(s['p50'], '.1f')}/{fmt(s['p99'], '.1f')} {fmt(s['deliver_p50'], '.1f')}"
-                )
-            add(_row(f"  {label}", *cells, width=34))
-        cells = []
-        for _, x in ls:
-            y = x["sizes"].get(str(size))
-            cells.append(
-                f"{fmt(y['rate_ratio_put'], '.3f')}x put, {fmt(y['rate_ratio_txn'], '.3f')}x txn"
-                if y
-                else "n/a"
-            )
-        add(_row("  rate ratio etcdraft / raw (paired)", *cells, width=34))
     for m, x in ls:
+        for key in sorted(x["sizes"], key=int):
+            y = x["sizes"][key]
+            size = int(key)
+            iso = y.get("isolated", {})
+            add(
+                _row(
+                    f"{size_label(size)} state, {m}-member etcd",
+                    "MB/s",
+                    "write p50/p99",
+                    "both p50/p99",
+                    "isolated both",
+                    width=15,
+                )
+            )
+            for side, label in (
+                ("etcdraft", "etcdraft broadcast"),
+                ("raw_put", f"{raw} put, same bytes"),
+                ("raw_txn", f"{raw} fenced txn"),
+            ):
+                s = y[side]
+                i = iso.get(side, {})
+                add(
+                    _row(
+                        f"  {label}",
+                        fmt(s["mb_per_s"], ".1f"),
+                        f"{fmt(s['p50'], '.1f')}/{fmt(s['p99'], '.1f')}",
+                        f"{fmt(s['every_p50'], '.1f')}/{fmt(s['every_p99'], '.1f')}",
+                        fmt(i.get("every_p50"), ".1f"),
+                        width=15,
+                    )
+                )
+            raft = RAFT.get(size)
+            if raft:
+
+                def rng(k: str, spec: str = "g", r: Any = raft) -> str:
+                    v = r.get(k)
+                    return f"{v[0]:{spec}}-{v[1]:{spec}}" if v else "-"
+
+                add(
+                    _row(
+                        "  hashicorp/raft (issue #14)",
+                        rng("mb_per_s"),
+                        rng("apply_p50"),
+                        f"{rng('both_p50')}/{rng('both_p99')}",
+                        rng("iso_p50"),
+                        width=15,
+                    )
+                )
+            add(
+                _row(
+                    f"  etcdraft / {raw} put (paired)",
+                    fmt(y["rate_ratio_put"], ".3f"),
+                    fmt(y.get("p50_ratio_put"), ".3f"),
+                    fmt(y.get("every_p50_ratio_put"), ".3f"),
+                    fmt(iso.get("every_p50_ratio_put"), ".3f"),
+                    width=15,
+                )
+            )
+            vr = y.get("vs_raft") or {}
+            if vr:
+
+                def ratio(k: str, vr: Any = vr) -> str:
+                    v = vr.get(k)
+                    return f"{v[0]:.2f}-{v[1]:.2f}" if v else "-"
+
+                add(
+                    _row(
+                        "  etcdraft / raft (over raft's range)",
+                        ratio("mb_per_s"),
+                        ratio("apply_p50"),
+                        f"{ratio('both_p50')} / {ratio('both_p99')}",
+                        ratio("iso_p50"),
+                        width=15,
+                    )
+                )
+            tk = y.get("n1_takeovers") or {}
+            add(
+                f"  {y['n']} writes per run ({iso.get('n', 0)} isolated); etcd after this size: "
+                f"db {y['etcd_db_size'] / 2**20:.0f} MiB, in use "
+                f"{y['etcd_db_size_in_use'] / 2**20:.0f} MiB, largest member RSS "
+                f"{y.get('etcd_rss_max', 0) / 2**20:.0f} MiB; receivers missed "
+                f"{y['deliver_missing'] + iso.get('deliver_missing', 0)} writes; n1 deposed "
+                f"{tk.get('before_run', 0)} + {tk.get('during_run', 0)} (between + during runs)"
+            )
         for size, why in x.get("skipped", {}).items():
             add(f"  {m}-member: {size_label(int(size))} skipped, refused by the node: {why}")
+    add("")
+
+
+def _large_long(results: dict[str, Any], add: Any) -> None:
+    x = results.get("large_long")
+    if not x:
+        return
+    add(
+        f"large-block long run: {x['reached']} of {x['blocks']} blocks of "
+        f"{size_label(x['size'])} on a {x['members']}-member etcd, {x['seconds']:.0f} s "
+        f"({x['rate']:.1f} blocks/s); trailing_bytes {x['trailing_bytes'] / 2**20:.0f} MiB; "
+        f"etcd --auto-compaction-mode periodic --auto-compaction-retention {x['retention']}"
+    )
+    add(
+        _row(
+            "height",
+            "log keys",
+            "db MiB",
+            "in use MiB",
+            "leader RSS",
+            "follower RSS",
+            "follower RSS",
+            "etcd RSS max",
+            width=12,
+            label_width=10,
+        )
+    )
+    for smp in x["samples"]:
+        add(
+            _row(
+                str(smp["height"]),
+                str(smp["log_keys"]),
+                f"{smp['db_size'] / 2**20:.0f}",
+                f"{smp['db_size_in_use'] / 2**20:.0f}",
+                f"{smp['leader_rss'] / 2**20:.0f}",
+                *[f"{r / 2**20:.0f}" for r in smp["follower_rss"]],
+                f"{max(smp['etcd_rss']) / 2**20:.0f}",
+                width=12,
+                label_width=10,
+            )
+        )
+    sm = x.get("summary") or {}
+    if sm:
+        add(
+            "  after retention started (height >= "
+            f"{sm['steady_from_height']}): "
+            + "; ".join(
+                f"{k} {v['min_mib']:.0f}..{v['max_mib']:.0f} MiB"
+                for k, v in sm.items()
+                if isinstance(v, dict)
+            )
+        )
     add("")
 
 
@@ -390,6 +514,7 @@ def table(results: dict[str, Any]) -> str:
         add("")
     _broadcast(results, add)
     _large(results, add)
+    _large_long(results, add)
     f = results.get("failover")
     if f:
         s = f["summary"]

@@ -61,7 +61,7 @@ from bench.sides import (
 )
 
 #: Every section, in the order they run (the default of --only).
-SECTIONS = ("broadcast", "large", "failover", "idle", "startup", "aio", "long")
+SECTIONS = ("broadcast", "large", "large-long", "failover", "idle", "startup", "aio", "long")
 
 
 def summarize(xs: list[float]) -> dict[str, float]:
@@ -758,6 +758,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large-rounds", type=int, default=5)
     ap.add_argument("--large-n", type=int, default=30, help="large writes per side per round")
     ap.add_argument("--large-warmup", type=int, default=5)
+    ap.add_argument(
+        "--large-max-run-bytes",
+        type=float,
+        default=160e6,
+        help="large: fewer writes per run for big states (n x size at most this)",
+    )
+    ap.add_argument(
+        "--large-etcd-rss-limit",
+        type=parse_size,
+        default=3 * 2**30,
+        help="large: a fresh etcd once a member's RSS passes this (etcd keeps its raft "
+        "log in memory); default 3GiB",
+    )
+    ap.add_argument("--large-iso-rounds", type=int, default=3, help="isolated rounds (large)")
+    ap.add_argument("--large-iso-n", type=int, default=10, help="isolated writes per side/round")
+    ap.add_argument(
+        "--large-iso-interval", type=float, default=0.5, help="seconds between isolated writes"
+    )
+    ap.add_argument(
+        "--long-large-blocks", type=int, default=2000, help="large-long: blocks to broadcast"
+    )
+    ap.add_argument("--long-large-size", default="1MB", help="large-long: encoded block size")
+    ap.add_argument(
+        "--long-large-every", type=int, default=100, help="large-long: sample every N blocks"
+    )
+    ap.add_argument(
+        "--long-large-retention",
+        default="10s",
+        help="large-long: etcd's --auto-compaction-retention (periodic mode)",
+    )
     ap.add_argument("--startup-reps", type=int, default=5, help="fresh processes per measure")
     ap.add_argument("--aio-seconds", type=float, default=10.0, help="aio section: load phase")
     ap.add_argument("--rounds", type=int, default=7, help="alternated rounds (broadcast)")
@@ -801,6 +831,8 @@ def main(argv: list[str] | None = None) -> int:
         opts.rounds, opts.n, opts.warmup, opts.quorum_n = 2, 300, 100, 50
         opts.iso_rounds, opts.iso_n = 1, 10
         opts.large_rounds, opts.large_n, opts.large_warmup = 2, 10, 3
+        opts.large_iso_rounds, opts.large_iso_n = 1, 5
+        opts.long_large_blocks = min(opts.long_large_blocks, 300)
         opts.failover_rounds = opts.resign_rounds = 2
         opts.idle_seconds, opts.watchers = 4.0, 10
         opts.startup_reps, opts.aio_seconds = 2, 4.0
@@ -874,6 +906,13 @@ def main(argv: list[str] | None = None) -> int:
 
             for size in [int(x) for x in opts.sizes.split(",")]:
                 results[f"large{size}"] = bench_large(size, opts, work)
+        if "large-long" in sections:
+            loadavg("large-long")
+            from bench.large_long import bench_large_long, reduce_large_long
+
+            ll = bench_large_long(opts, work)
+            ll["summary"] = reduce_large_long(ll)
+            results["large_long"] = ll
         if "failover" in sections:
             loadavg("failover")
             results["failover"] = bench_failover(opts, work)

@@ -112,7 +112,9 @@ def run_side(
 ) -> dict[str, Any]:
     """One timed run of a side: ``n`` writes by its writer, then the receivers' stamps.
     ``run_kw`` go to the writer's ``run`` (``op``, ``state_bytes``). A run the writer
-    refused (a node's ``InvalidStateError``) returns ``{"refused": <message>}``."""
+    refused (a node's ``InvalidStateError``) returns ``{"refused": <message>}``.
+    ``deliver_*``: write start -> each receiver had it (both receivers' samples pooled);
+    ``every_*``: write start -> the last receiver had it (per height, the later one)."""
     sender, receivers = side
     name = sender.name
     out = d / f"{tag}-{name}-send.txt"
@@ -131,6 +133,7 @@ def run_side(
     # let the receivers catch up, then collect their stamps
     deliver: list[float] = []
     missing = 0
+    last: dict[int, float] = {}  # height -> when the last receiver had it
     time.sleep(settle)
     rcpu = sum(cpu_seconds(r.pid) - c0 for r, c0 in zip(receivers, rcpu0, strict=True))
     for i, r in enumerate(receivers):
@@ -140,8 +143,13 @@ def run_side(
         for h, a in start.items():
             if h in got:
                 deliver.append((got[h] - a) * 1e3)
+                if i == 0 or h in last:
+                    last[h] = max(last.get(h, got[h]), got[h])
             else:
                 missing += 1
+                last.pop(h, None)
+    # start -> every receiver had it (heights some receiver missed are left out)
+    every = [(last[h] - a) * 1e3 for h, a in start.items() if h in last]
     return {
         "n": n,
         "rate": n / span if span > 0 else math.nan,
@@ -154,4 +162,7 @@ def run_side(
         "deliver_p50": pct(deliver, 50),
         "deliver_p99": pct(deliver, 99),
         "deliver_missing": missing,
+        "every_ms": every,
+        "every_p50": pct(every, 50),
+        "every_p99": pct(every, 99),
     }

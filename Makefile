@@ -33,7 +33,7 @@ format: $(STAMP)
 proto: $(STAMP) ## regenerate etcdraft/proto/*_pb2.py from the .proto (the output is committed)
 	$(PY) scripts/gen-proto
 
-bench: $(STAMP) ## benchmarks side by side with a raw gRPC client on embedded etcd, fsync on (~6 min; BENCH_ARGS=--long for 200k blocks)
+bench: $(STAMP) ## benchmarks side by side with a raw gRPC client on embedded etcd, fsync on (~8 min; etcd takes up to ~14 GB RAM in large-long; BENCH_ARGS=--long for 200k blocks)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench $(BENCH_ARGS)
 

@@ -217,11 +217,15 @@ def test_members_add_list_remove(cluster: Cluster) -> None:
 
 
 def test_removing_the_leader_makes_it_step_down(cluster: Cluster) -> None:
-    leader = cluster.leader()
-    assert leader is not None
+    # paused, no follower deposes the leader (a loaded machine could otherwise move
+    # leadership between picking the leader here and the command reading it)
+    assert etcdraft("pause", *cluster.conn).returncode == 0
+    leader = wait_until(cluster.leader, 10, "no leader")
     removed = etcdraft("members", "remove", leader.node_id, *cluster.conn)
     assert removed.returncode == 0, removed.stderr
     assert "it was the leader" in removed.stdout
+    wait_until(lambda: not leader.is_leader(), 10, "the removed leader still leads")
+    assert etcdraft("resume", *cluster.conn).returncode == 0  # now another may claim
     wait_until(
         lambda: (new := cluster.leader()) is not None and new is not leader, 10, "no new leader"
     )

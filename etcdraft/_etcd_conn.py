@@ -64,7 +64,9 @@ class Channels:
 
     def new(self, ep: Endpoint, *, dedicated: bool = False) -> grpc.Channel:
         if self.closed:
-            raise EtcdUnavailableError("the etcd client was closed", endpoint=ep.url)
+            raise EtcdUnavailableError(
+                "the etcd client was closed", endpoint=ep.url, reason="closed"
+            )
         opts = self.options(dedicated)
         if ep.secure:
             # the files are read for each new connection: replaced certificates take

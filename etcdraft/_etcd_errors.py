@@ -91,8 +91,15 @@ class TransientError(EtcdUnavailableError):
     connection could not be set up), so even a non-idempotent request may be retried.
     """
 
-    def __init__(self, message: str, *, endpoint: str | None = None, never_sent: bool = False):
-        super().__init__(message, endpoint=endpoint)
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        never_sent: bool = False,
+        reason: str = "",
+    ):
+        super().__init__(message, endpoint=endpoint, reason=reason)
         self.never_sent = never_sent
 
 
@@ -133,6 +140,22 @@ def _never_sent(code: grpc.StatusCode, low: str) -> bool:
     )
 
 
+def _unavailable_reason(code: grpc.StatusCode, low: str) -> str:
+    """The ``reason`` of an unavailability, from grpcio's status and text (the one
+    place that reads them)."""
+    if "connection refused" in low:
+        return "refused"
+    if "dns resolution failed" in low or "name resolution" in low or "not known" in low:
+        return "unknown_host"
+    if "no leader" in low or "no_leader" in low:
+        return "no_leader"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED or "timed out" in low or "deadline" in low:
+        return "timeout"
+    if code == grpc.StatusCode.CANCELLED or "closed" in low or "socket closed" in low:
+        return "closed"
+    return ""
+
+
 def map_rpc_error(code: grpc.StatusCode, details: str, endpoint: str) -> EtcdraftError:
     """Map a gRPC status from ``endpoint`` to the most specific etcdraft error."""
     details = details or code.name
@@ -151,6 +174,7 @@ def map_rpc_error(code: grpc.StatusCode, details: str, endpoint: str) -> Etcdraf
             "the endpoint uses https://",
             endpoint=endpoint,
             never_sent=True,
+            reason="tls",
         )
     if code == grpc.StatusCode.UNAUTHENTICATED:
         if "token" in low:
@@ -191,6 +215,7 @@ def map_rpc_error(code: grpc.StatusCode, details: str, endpoint: str) -> Etcdraf
             f"{endpoint} does not serve etcd's v3 API ({details}): is it an etcd client "
             "URL? (etcd's client port is usually 2379; 2380 is its peer port)",
             endpoint=endpoint,
+            reason="not_etcd",
         )
     if code in (
         grpc.StatusCode.UNAVAILABLE,
@@ -205,11 +230,13 @@ def map_rpc_error(code: grpc.StatusCode, details: str, endpoint: str) -> Etcdraf
                 f"{where} did not answer in time ({code.name}: {details})",
                 endpoint=endpoint,
                 never_sent=_never_sent(code, low),
+                reason="timeout",
             )
         return TransientError(
             f"{where} unavailable: {code.name} {details}",
             endpoint=endpoint,
             never_sent=_never_sent(code, low),
+            reason=_unavailable_reason(code, low),
         )
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
         return EtcdRequestError(f"{where} rejected the request: {details}", endpoint=endpoint)

@@ -114,6 +114,7 @@ class BidiStream:
             raise TransientError(
                 f"etcd at {self.endpoint} sent nothing on the stream for {timeout:.3f}s",
                 endpoint=self.endpoint,
+                reason="timeout",
             ) from None
         if item is _END:
             self._recv_q.put(_END)
@@ -121,7 +122,9 @@ class BidiStream:
             if isinstance(end, EtcdraftError):
                 raise end
             raise TransientError(
-                f"etcd at {self.endpoint} closed the stream", endpoint=self.endpoint
+                f"etcd at {self.endpoint} closed the stream",
+                endpoint=self.endpoint,
+                reason="closed",
             )
         return item
 

@@ -110,20 +110,23 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _unreachable_reason(text: str) -> str:
-    low = text.lower()
-    if "connection refused" in low:
-        return "connection refused"
-    if "name or service not known" in low or "nodename nor servname" in low:
-        return "unknown host"
-    if "did not answer in time" in low or "timed out" in low:
-        return "no answer in time"
-    if "no leader" in low or "unhealthy" in low:
-        return "etcd has no leader (lost quorum?)"
-    if "deadline expired before any attempt" in low:
-        return "deadline too short"
-    tail = text.rsplit("last error:", 1)[-1].strip()
-    return tail[:160]
+#: What the CLI says for an unreachable etcd, by the error's ``reason``.
+_UNREACHABLE = {
+    "refused": "connection refused",
+    "unknown_host": "unknown host",
+    "timeout": "no answer in time",
+    "no_leader": "etcd has no leader (lost quorum?)",
+    "deadline": "deadline too short",
+    "not_etcd": "not etcd's client port",
+    "closed": "connection closed",
+}
+
+
+def _unreachable_reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", "")
+    if reason in _UNREACHABLE:
+        return _UNREACHABLE[reason]
+    return _one_line(str(exc)).rsplit("last error:", 1)[-1].strip()[:160]
 
 
 def _explain(exc: BaseException, args: argparse.Namespace) -> CommandError:
@@ -143,7 +146,7 @@ def _explain(exc: BaseException, args: argparse.Namespace) -> CommandError:
         timeout = getattr(args, "timeout", None)
         within = f" within {timeout:g}s" if isinstance(timeout, float) else ""
         return CommandError(
-            f"etcd unreachable at {where}{within} ({_unreachable_reason(str(exc))}); "
+            f"etcd unreachable at {where}{within} ({_unreachable_reason(exc)}); "
             "check --endpoints (or ETCDRAFT_ENDPOINTS) and that etcd is running"
         )
     if isinstance(exc, EtcdAuthError):

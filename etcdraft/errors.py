@@ -27,6 +27,7 @@ catches them as Python programmers expect.
 from __future__ import annotations
 
 __all__ = [
+    "ETCD_REASONS",
     "ConfigError",
     "CorruptDataError",
     "ErrLeadershipLost",
@@ -99,12 +100,32 @@ class CorruptDataError(EtcdraftError):
     unknown shape. Check that no other program writes under the namespace."""
 
 
-class EtcdError(EtcdraftError):
-    """etcd answered with an error that is not one of the more specific kinds."""
+#: The machine-readable ``reason`` of an :class:`EtcdError` (``""``: none of these).
+ETCD_REASONS = {
+    "refused": "the connection was refused (nothing listens at the endpoint)",
+    "unknown_host": "the endpoint's host name does not resolve",
+    "timeout": "etcd did not answer in time",
+    "deadline": "the deadline expired before any attempt could be made",
+    "no_leader": "the member has no raft leader (its cluster lost quorum?)",
+    "not_etcd": "the endpoint does not serve etcd's v3 gRPC API",
+    "stale_member": "the member's revision or raft term went backwards",
+    "closed": "the connection or the client was closed",
+    "tls": "the TLS handshake failed",
+}
 
-    def __init__(self, message: str, *, endpoint: str | None = None) -> None:
+
+class EtcdError(EtcdraftError):
+    """etcd answered with an error that is not one of the more specific kinds.
+
+    ``endpoint``: the endpoint that answered (when one did). ``reason``: a
+    machine-readable cause for callers that branch on it (a key of
+    :data:`ETCD_REASONS`, ``""`` when none applies); the message says the same for
+    people."""
+
+    def __init__(self, message: str, *, endpoint: str | None = None, reason: str = "") -> None:
         super().__init__(message)
         self.endpoint = endpoint
+        self.reason = reason
 
 
 class EtcdUnavailableError(EtcdError):

@@ -315,11 +315,13 @@ class EtcdClient:
                 f"etcd at {ep.url} answered at revision {rev}, below revision {floor} "
                 "already observed: its view went backwards, not trusting it",
                 endpoint=ep.url,
+                reason="stale_member",
             )
         if term and term < ep.raft_term:
             raise TransientError(
                 f"etcd at {ep.url} reported raft term {term} below {ep.raft_term}",
                 endpoint=ep.url,
+                reason="stale_member",
             )
         if term > ep.raft_term:
             ep.raft_term = term
@@ -419,6 +421,7 @@ class EtcdClient:
                         raise EtcdUnavailableError(
                             f"{exc} (not retried: the request may have been applied)",
                             endpoint=ep.url,
+                            reason=exc.reason,
                         ) from exc
                     log.debug("etcd %s failed on %s: %s", what, ep.url, exc)
                     continue
@@ -430,8 +433,11 @@ class EtcdClient:
             deadline.sleep(min(0.05 * attempt, 0.25))
         msg = f"etcd {what} failed on every endpoint ({', '.join(self.endpoints)})"
         if last is None:
-            raise EtcdTimeoutError(f"{msg}: deadline expired before any attempt")
-        raise EtcdTimeoutError(f"{msg} within the deadline; last error: {last}") from last
+            raise EtcdTimeoutError(f"{msg}: deadline expired before any attempt", reason="deadline")
+        raise EtcdTimeoutError(
+            f"{msg} within the deadline; last error: {last}",
+            reason=getattr(last, "reason", "") or "timeout",
+        ) from last
 
     # -- KV ----------------------------------------------------------------------
 

@@ -254,13 +254,12 @@ class EtcdStatus:
 
 
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    low = text.lower()
-    if "connection refused" in low:
+    reason = getattr(exc, "reason", "")
+    if reason == "refused":
         return "connection refused"
-    if "timed out" in low or "deadline" in low or "did not answer" in low:
+    if reason in ("timeout", "deadline"):
         return "no answer in time"
-    return text[:160]
+    return " ".join(str(exc).split())[:160]
 
 
 def read_etcd(client: EtcdClient, timeout: float = DEFAULT_TIMEOUT) -> EtcdStatus:

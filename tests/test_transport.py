@@ -425,3 +425,46 @@ def test_subprocesses_with_a_busy_node_in_the_parent(
     wait_until(node.is_leader, timeout=20, message="node leads after the etcd restart")
     node.broadcast(state(31), timeout=5)
     assert node.get_state().height == 31
+
+
+def test_unavailability_carries_a_machine_readable_reason(etcd: Any) -> None:
+    """Callers (the CLI, users) branch on ``EtcdError.reason``, not on texts."""
+    import socket
+
+    import grpc
+
+    from etcdraft._etcd_errors import map_rpc_error
+    from etcdraft.errors import ETCD_REASONS, EtcdTimeoutError, EtcdUnavailableError
+
+    # the one place that reads grpcio's texts
+    cases = {
+        (grpc.StatusCode.UNAVAILABLE, "failed to connect: Connection refused"): "refused",
+        (grpc.StatusCode.UNAVAILABLE, "DNS resolution failed for x"): "unknown_host",
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"): "timeout",
+        (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader"): "no_leader",
+        (grpc.StatusCode.UNIMPLEMENTED, "unknown service etcdserverpb.KV"): "not_etcd",
+    }
+    for (code, details), reason in cases.items():
+        err = map_rpc_error(code, details, "http://x:1")
+        assert isinstance(err, EtcdUnavailableError) and err.reason == reason, (details, err)
+        assert reason in ETCD_REASONS
+
+    # real: a port nobody listens on, and a deadline too short to try
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    client = EtcdClient([closed], name="test-reason")
+    try:
+        with pytest.raises(EtcdTimeoutError) as refused:
+            client.get(b"k", Deadline(1.0))
+        assert refused.value.reason == "refused", refused.value
+    finally:
+        client.close()
+    client = EtcdClient(list(etcd.endpoints), name="test-reason")
+    try:
+        with pytest.raises(EtcdTimeoutError) as expired:
+            client.get(b"k", Deadline(0.0))
+        assert expired.value.reason == "deadline", expired.value
+        assert client.get(b"k", Deadline(5.0)) is None  # the client itself is fine
+    finally:
+        client.close()

@@ -32,6 +32,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -215,6 +216,8 @@ class EtcdLog:
     #: heights missing inside one read: pruning deletes only the oldest heights, so
     #: one read holds every height from the pruned marker + 1 to its head
     holes: list[str] = field(default_factory=list)
+    #: heights stored as a large block's manifest (written in pieces)
+    manifests: set[int] = field(default_factory=set)
 
     def merge(self, other: EtcdLog) -> None:
         for h, e in other.entries.items():
@@ -228,6 +231,7 @@ class EtcdLog:
                 )
                 self.entries[h] = e
         self.pruned = max(self.pruned, other.pruned)
+        self.manifests |= other.manifests
         for c in other.corrupt:
             if c not in self.corrupt:
                 self.corrupt.append(c)
@@ -256,7 +260,7 @@ def read_etcd_log(conns: Sequence[RawEtcd], namespace: str) -> EtcdLog:
         except grpc.RpcError as exc:
             last = exc
             continue
-        out = EtcdLog(pruned=raw.pruned, corrupt=list(raw.corrupt))
+        out = EtcdLog(pruned=raw.pruned, corrupt=list(raw.corrupt), manifests=set(raw.manifests))
         for height, (hsh, ts, rev) in raw.entries.items():
             out.entries[height] = LogEntry(hsh, ts, rev)
         if out.entries:
@@ -347,6 +351,7 @@ class KindStats:
     worst_unavailable: float = 0.0  # seconds
     worst_recovery: float = 0.0  # seconds from lifted to healed
     worst_failover: float | None = None  # seconds to a new leader (leader faults)
+    failovers: list[float] = field(default_factory=list)  # each of them
     unhealed: int = 0
     #: partitions and slow links: the longest time the target's role records still said
     #: "leader" after another node's said so (a belief, not an acknowledged write)
@@ -386,8 +391,9 @@ class Verdict:
         """The per-kind summary table (Markdown)."""
         head = (
             "| fault | faults | acks during | violations | worst unavailability (ms) | "
-            "worst failover (ms) | worst recovery (ms) | two-leader overlap (ms) |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+            "failovers | failover median (ms) | worst failover (ms) | worst recovery (ms) | "
+            "two-leader overlap (ms) |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         )
         rows = []
         for kind in [*FAULT_KINDS, *sorted(set(self.stats) - set(FAULT_KINDS))]:
@@ -396,9 +402,11 @@ class Verdict:
                 continue
             failover = "-" if st.worst_failover is None else f"{st.worst_failover * 1000:.0f}"
             overlap = "-" if st.worst_overlap is None else f"{st.worst_overlap * 1000:.0f}"
+            median = f"{statistics.median(st.failovers) * 1000:.0f}" if st.failovers else "-"
             rows.append(
                 f"| {kind} | {st.faults} | {st.acks_during} | {st.violations} | "
-                f"{st.worst_unavailable * 1000:.0f} | {failover} | "
+                f"{st.worst_unavailable * 1000:.0f} | {len(st.failovers) or '-'} | {median} | "
+                f"{failover} | "
                 f"{st.worst_recovery * 1000:.0f} | {overlap} |"
             )
         return head + "\n".join(rows) + "\n"
@@ -618,6 +626,7 @@ def judge(
             delay = None if nxt is None else nxt - f.start
             if delay is not None:
                 st.worst_failover = max(st.worst_failover or 0.0, delay)
+                st.failovers.append(delay)
             if delay is None or delay > timing.failover_bound:
                 shown = "no new leader" if delay is None else f"a new leader after {delay:.3f}s"
                 found.append(
@@ -915,6 +924,7 @@ def _judge_partition(
     took_over = other is not None and other <= f.end
     if f.was_leader and other is not None and other <= f.end + timing.failover_bound:
         st.worst_failover = max(st.worst_failover or 0.0, other - f.start)
+        st.failovers.append(other - f.start)
     if f.was_leader and f.long and f.end - f.start > timing.failover_bound:
         delay = None if not took_over or other is None else other - f.start
         if delay is None or delay > timing.failover_bound:
@@ -1407,7 +1417,8 @@ class ChaosRun:
         linearizable revision read then, note); the revision is None if etcd could
         not be filled within the bound."""
         value = random.Random(self.seed).randbytes(1024 * 1024)
-        deadline = time.monotonic() + 3 * self.timing.recovery_timeout
+        began = time.monotonic()
+        deadline = began + 3 * self.timing.recovery_timeout
         put, full, last = 0, False, ""
         while not full and time.monotonic() < deadline:
             conns = self._live_conns()
@@ -1439,7 +1450,11 @@ class ChaosRun:
         revision = self._linearizable_revision()
         if revision is None:
             return start, None, f"alarm after {put} MiB; no revision read"
-        return start, revision, f"alarm after {put} MiB of junk, revision {revision}"
+        return (
+            start,
+            revision,
+            (f"alarm after {put} MiB of junk in {start - began:.1f}s, revision {revision}"),
+        )
 
     def _linearizable_revision(self) -> int | None:
         for conn in self._live_conns():

@@ -296,6 +296,8 @@ class RawLog:
     entries: dict[int, tuple[str, int, int]] = field(default_factory=dict)
     pruned: int = 0
     corrupt: list[str] = field(default_factory=list)
+    #: heights stored as a large block's manifest (the block's data in pieces)
+    manifests: set[int] = field(default_factory=set)
 
 
 def read_log(conn: RawEtcd, namespace: str, *, serializable: bool = False) -> RawLog:
@@ -329,6 +331,8 @@ def read_log(conn: RawEtcd, namespace: str, *, serializable: bool = False) -> Ra
             out.corrupt.append(f"log/{height} holds height {block.height}")
             continue
         out.entries[height] = (block.hash.hex(), block.timestamp, kv.mod_revision)
+        if block.manifest:
+            out.manifests.add(height)
     return out
 
 

@@ -825,8 +825,11 @@ def _judge_full(
       stored before it may still be acknowledged);
     * ``has_quorum()`` says False from ``full_margin`` after the alarm until the
       disarm (a quorum that cannot take a block is no quorum);
-    * the failure is typed: at least one broadcast failed with ``EtcdNoSpaceError``
-      (from 1 s before the alarm was seen: a node's own write may have raised it).
+    * the failure is typed: when a broadcast reached etcd while it was full (some
+      broadcast failed otherwise than ``NotLeaderError``/``LeadershipLostError``, which
+      are refused locally or by fencing), at least one failed with ``EtcdNoSpaceError``
+      (from 1 s before the alarm was seen: a node's own write may have raised it). With
+      no leader at the alarm no broadcast reaches etcd, and nothing is required.
     """
     if f.revision is None:
         return
@@ -858,14 +861,14 @@ def _judge_full(
                 break
     typed = [e for r in recs.values() for e in r.errors if e.get("err") == "EtcdNoSpaceError"
              and f.start - 1.0 <= float(e["t"]) <= f.end]  # fmt: skip
-    if not typed:
-        seen = sorted({str(e["err"]) for r in recs.values() for e in r.errors
-                       if f.start <= float(e["t"]) <= f.end})  # fmt: skip
+    seen = sorted({str(e["err"]) for r in recs.values() for e in r.errors
+                   if f.start <= float(e["t"]) <= f.end})  # fmt: skip
+    if not typed and set(seen) - {"NotLeaderError", "LeadershipLostError"}:
         found.append(
             Violation(
                 "untyped-full-error",
                 f"fault #{idx}: no broadcast failed with EtcdNoSpaceError while etcd was "
-                f"full (failures seen: {', '.join(seen) or 'none'})",
+                f"full (failures seen: {', '.join(seen)})",
                 f.start,
                 idx,
             )

@@ -571,6 +571,10 @@ def test_a_full_etcd_without_the_typed_error_is_caught(tmp_path: Path) -> None:
     verdict = judge(hist.dirs, etcd_log(range(1, 21)), [_full()], TIMING)
     assert checks(verdict) == {"untyped-full-error"}, verdict.report()
     assert "EtcdTimeoutError" in verdict.violations[0].message
+    # no leader when etcd filled up: broadcasts refused locally never reached etcd
+    quiet = clean(tmp_path / "quiet", top=20)
+    quiet.node("n0").error(21, "NotLeaderError", 0.9)
+    assert judge(quiet.dirs, etcd_log(range(1, 21)), [_full()], TIMING).ok
     # a fault the harness could not fill is not judged
     unfilled = Fault("etcd_nospace", "etcd", 0.3, 1.5, healed=1.7, revision=None)
     assert judge(hist.dirs, etcd_log(range(1, 21)), [unfilled], TIMING).ok

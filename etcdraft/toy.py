@@ -6,11 +6,24 @@ a block every ``block_interval`` seconds; the follower worker only follows. With
 JSON-lines files, flushed and fsynced, so a judge can check the invariants after the
 process was killed::
 
-    acks.jsonl     {"h": height, "hash": hex, "ts": timestamp, "t": monotonic}
+    acks.jsonl     {"h": height, "hash": hex, "ts": timestamp, "t": monotonic, "term": term,
+                    "lease_dl": monotonic, "belief_dl": monotonic}
     applied.jsonl  {"i": index, "term": term, "h": height, "hash": hex, "t": monotonic}
     events.jsonl   {"ev": "leader"|"follower"|"lost"|"error"|"start"|"stop", "t": ..., ...}
+    errors.jsonl   {"h": height, "err": exception type name, "term": term, "t": monotonic}
+    quorum.jsonl   {"q": has_quorum(), "t0": call start, "t": its return, "term": term}
 
 ``t`` is ``time.monotonic()``, which is one clock for every process of a Linux machine.
+An ack's ``term`` is the node's term when it called ``broadcast`` (the lower bound of
+the write's term); ``lease_dl`` is the node's local lease deadline (``Node.stats()``'s
+``lease_remaining`` less ``leader_lease_timeout``) and ``belief_dl`` the end of its
+``is_leader()`` belief (also ``last_heartbeat_age`` against ``heartbeat_timeout``, with
+fast takeover; absent when the node no longer believed it leads), both read right
+after ``broadcast`` returned, as upper bounds. A failed broadcast is recorded in
+``errors.jsonl`` (once per height and type, or once a second). With
+``--quorum-interval``, a thread off the producer path calls ``has_quorum()`` that
+often and records each answer; its ``term`` is the highest the node held around the
+call.
 
 Run one with ``python -m etcdraft.toy --help``.
 """
@@ -33,6 +46,7 @@ from typing import IO, Any
 from etcdraft._signals import install_stop_signals
 from etcdraft.config import Config
 from etcdraft.errors import (
+    EtcdNoSpaceError,
     EtcdraftError,
     EtcdUnavailableError,
     HeightConflictError,
@@ -93,10 +107,27 @@ def make_block(node_id: str, height: int, prev_ts: int, payload: int = 0) -> Raf
     )
 
 
+def local_deadlines(node: Node) -> dict[str, float]:
+    """The node's local lease deadline and the end of its leadership belief, on the
+    monotonic clock, from public values (``stats()`` and the config). Each is an upper
+    bound: "now" is read after the snapshot."""
+    st = node.stats()
+    now = time.monotonic()
+    cfg = node.config
+    lease = now + st.lease_remaining - cfg.leader_lease_timeout
+    out = {"lease_dl": lease}
+    if st.role == "leader":
+        belief = lease
+        if st.last_heartbeat_age is not None:
+            belief = min(lease, now - st.last_heartbeat_age + cfg.heartbeat_timeout)
+        out["belief_dl"] = belief
+    return out
+
+
 class ToyProducer:
     """Leader worker: broadcasts a block every ``interval`` seconds. After an
     ambiguous failure it retries the *same* block, so a retry never signs a second
-    block at that height."""
+    block at that height. A full etcd (``EtcdNoSpaceError``) is retried the same way."""
 
     def __init__(
         self,
@@ -110,11 +141,21 @@ class ToyProducer:
         self.recorder = recorder
         self.payload_sizes = payload_sizes
         self.produced = 0
+        self._last_error: tuple[str, int, float] = ("", 0, -1.0)
+
+    def _failed(self, height: int, term: int, exc: Exception) -> None:
+        """Record a failed broadcast: once per (height, type), or once a second."""
+        err, now = type(exc).__name__, time.monotonic()
+        last = self._last_error
+        if (err, height) != last[:2] or now - last[2] >= 1.0:
+            self._last_error = (err, height, now)
+            self.recorder.write("errors", {"h": height, "err": err, "term": term})
 
     def run(self, stop: threading.Event) -> None:
         pending: RaftBlockState | None = None
         while not stop.is_set():
             started = time.monotonic()
+            term = self.node.term
             if pending is None:
                 head = self.node.get_state()
                 sizes = self.payload_sizes
@@ -122,23 +163,35 @@ class ToyProducer:
                 pending = make_block(self.node.node_id, head.height + 1, head.timestamp, payload)
             try:
                 self.node.broadcast(pending)
-            except (NotLeaderError, LeadershipLostError):
+            except (NotLeaderError, LeadershipLostError) as exc:
+                self._failed(pending.height, term, exc)
                 # not leading right now (perhaps only for a moment: a keep-alive came
                 # late). Keep the block and keep running: if leadership really ended,
                 # DynamicLeaderElection stops this worker; a worker that returned on
                 # its own would leave a leader producing nothing.
                 stop.wait(min(self.interval, 0.05))
                 continue
-            except HeightConflictError:
+            except HeightConflictError as exc:
+                self._failed(pending.height, term, exc)
                 log.info("height %d taken by another leader: resyncing", pending.height)
                 pending = None
                 continue
-            except EtcdUnavailableError as exc:
+            except (EtcdUnavailableError, EtcdNoSpaceError) as exc:
+                self._failed(pending.height, term, exc)
                 log.warning("broadcast of %d not confirmed (%s): retrying", pending.height, exc)
                 stop.wait(min(self.interval, 0.05))
                 continue
+            acked = time.monotonic()
             self.recorder.write(
-                "acks", {"h": pending.height, "hash": pending.hash.hex(), "ts": pending.timestamp}
+                "acks",
+                {
+                    "h": pending.height,
+                    "hash": pending.hash.hex(),
+                    "ts": pending.timestamp,
+                    "t": acked,
+                    "term": term or self.node.term,
+                    **local_deadlines(self.node),
+                },
             )
             self.produced += 1
             pending = None
@@ -170,6 +223,16 @@ def _apply_recorder(q: queue.Queue[RaftApplyMsg], rec: Recorder, stop: threading
         )
 
 
+def _probe_quorum(node: Node, rec: Recorder, interval: float, stop: threading.Event) -> None:
+    """Call ``has_quorum()`` every ``interval`` seconds and record each answer."""
+    while not stop.wait(interval):
+        before = node.term
+        t0 = time.monotonic()
+        ok = node.has_quorum()
+        t = time.monotonic()
+        rec.write("quorum", {"q": ok, "t0": t0, "t": t, "term": max(before, node.term)})
+
+
 def run_node(
     config: Config,
     *,
@@ -178,9 +241,11 @@ def run_node(
     stop: threading.Event,
     metrics_port: int | None = None,
     payload_sizes: tuple[int, ...] = (),
+    quorum_interval: float = 0.0,
 ) -> int:
     """Run a toy node until ``stop`` is set; returns a process exit code. With
-    ``metrics_port``, serves Prometheus metrics on 127.0.0.1:<port>/metrics."""
+    ``metrics_port``, serves Prometheus metrics on 127.0.0.1:<port>/metrics; with
+    ``quorum_interval`` > 0, records ``has_quorum()`` that often (``quorum.jsonl``)."""
     rec = Recorder(record_dir)
     node = Node(config)
     metrics_server = None
@@ -196,6 +261,8 @@ def run_node(
     )
     writer.start()
     rec.write("events", {"ev": "start", "node": config.node_id, "pid": os.getpid()})
+    probe_stop = threading.Event()
+    prober: threading.Thread | None = None
     try:
         start_deadline = time.monotonic() + 60
         while True:
@@ -208,6 +275,13 @@ def run_node(
                     return 1
                 log.warning("etcd not reachable yet (%s): retrying", exc)
                 stop.wait(0.5)
+        if quorum_interval > 0:
+            prober = threading.Thread(
+                target=_probe_quorum,
+                args=(node, rec, quorum_interval, probe_stop),
+                name="toy-quorum-probe",
+            )
+            prober.start()
         while not stop.is_set():
             dle = DynamicLeaderElection(
                 lambda: _LoggedRole(
@@ -225,6 +299,9 @@ def run_node(
                 log.error("election loop: %s; restarting it", exc)
                 stop.wait(0.5)
     finally:
+        probe_stop.set()
+        if prober is not None:
+            prober.join(config.send_timeout + 5)
         node.stop()
         if metrics_server is not None:
             metrics_server.close()
@@ -289,6 +366,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated sizes of each block's data, used in turn by height "
         "(e.g. 0,0,2000000 for a 2 MB block every third height; default: none)",
     )
+    parser.add_argument(
+        "--quorum-interval",
+        type=float,
+        default=0.0,
+        help="call has_quorum() every this many seconds off the producer path and record "
+        "each answer in quorum.jsonl (default 0: never)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.WARNING),
@@ -299,7 +383,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         k: v
         for k, v in vars(args).items()
         if v is not None
-        and k not in ("block_interval", "record_dir", "log_level", "metrics_port", "payload_bytes")
+        and k
+        not in (
+            "block_interval",
+            "record_dir",
+            "log_level",
+            "metrics_port",
+            "payload_bytes",
+            "quorum_interval",
+        )
     }
     try:
         config = Config(**fields)
@@ -315,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop=stop,
         metrics_port=args.metrics_port,
         payload_sizes=tuple(int(x) for x in args.payload_bytes.split(",") if x.strip()),
+        quorum_interval=args.quorum_interval,
     )
 
 

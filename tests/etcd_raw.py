@@ -8,7 +8,8 @@ client nor its decoder, keys or pruning logic.
   protobuf bytes, or a large block's manifest (``0xFF "etcdraft-block" 0x01`` then an
   ``etcdraft.v1.BlockManifest``); raises ``ValueError`` on anything else.
 * :class:`RawEtcd` is one member's channel: ``range`` (linearizable or serializable),
-  ``put``, ``status``, ``member_list``, ``move_leader``, ``compact``.
+  ``put``, ``delete_range``, ``status``, ``member_list``, ``move_leader``, ``compact``,
+  and for a full etcd ``alarms``, ``alarm_disarm`` and ``defragment``.
 * :func:`read_log` reads ``<ns>/log/`` and ``<ns>/pruned`` at one revision.
 * :func:`compare_members` reads the namespace from every member with serializable
   reads at one common revision and reports every key on which they differ.
@@ -229,11 +230,48 @@ class RawEtcd:
             timeout,
         )
 
-    def compact(self, revision: int, timeout: float | None = None) -> None:
+    def compact(
+        self, revision: int, timeout: float | None = None, *, physical: bool = False
+    ) -> None:
+        """Compact etcd's history up to ``revision``; with ``physical``, return only once
+        the backend dropped it (so that a defragmentation right after reclaims it)."""
         self._call(
             "/etcdserverpb.KV/Compact",
-            pb.CompactionRequest(revision=revision, physical=False),
+            pb.CompactionRequest(revision=revision, physical=physical),
             pb.CompactionResponse,
+            timeout,
+        )
+
+    def delete_range(self, key: bytes, range_end: bytes = b"", timeout: float | None = None) -> int:
+        """Delete [key, range_end) (one key without ``range_end``); returns how many."""
+        res = self._call(
+            "/etcdserverpb.KV/DeleteRange",
+            pb.DeleteRangeRequest(key=key, range_end=range_end),
+            pb.DeleteRangeResponse,
+            timeout,
+        )
+        return int(res.deleted)
+
+    def _alarm(self, req: pb.AlarmRequest, timeout: float | None) -> pb.AlarmResponse:
+        return self._call("/etcdserverpb.Maintenance/Alarm", req, pb.AlarmResponse, timeout)
+
+    def alarms(self, timeout: float | None = None) -> list[tuple[int, int]]:
+        """The cluster's raised alarms: (member id, ``pb.NOSPACE`` / ``pb.CORRUPT``)."""
+        res = self._alarm(pb.AlarmRequest(action=pb.AlarmRequest.GET), timeout)
+        return [(int(a.memberID), int(a.alarm)) for a in res.alarms]
+
+    def alarm_disarm(self, member_id: int, alarm: int, timeout: float | None = None) -> None:
+        self._alarm(
+            pb.AlarmRequest(action=pb.AlarmRequest.DEACTIVATE, memberID=member_id, alarm=alarm),
+            timeout,
+        )
+
+    def defragment(self, timeout: float | None = None) -> None:
+        """Defragment this member's backend (it answers nothing else meanwhile)."""
+        self._call(
+            "/etcdserverpb.Maintenance/Defragment",
+            pb.DefragmentRequest(),
+            pb.DefragmentResponse,
             timeout,
         )
 
@@ -258,6 +296,8 @@ class RawLog:
     entries: dict[int, tuple[str, int, int]] = field(default_factory=dict)
     pruned: int = 0
     corrupt: list[str] = field(default_factory=list)
+    #: heights stored as a large block's manifest (the block's data in pieces)
+    manifests: set[int] = field(default_factory=set)
 
 
 def read_log(conn: RawEtcd, namespace: str, *, serializable: bool = False) -> RawLog:
@@ -291,6 +331,8 @@ def read_log(conn: RawEtcd, namespace: str, *, serializable: bool = False) -> Ra
             out.corrupt.append(f"log/{height} holds height {block.height}")
             continue
         out.entries[height] = (block.hash.hex(), block.timestamp, kv.mod_revision)
+        if block.manifest:
+            out.manifests.add(height)
     return out
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Soak: the chaos run for minutes, hundreds of faults, then the judge and a summary
 table per fault kind (faults, acknowledgements during them, violations, worst
-unavailability, worst failover, worst recovery).
+unavailability, failovers, worst recovery), and per kind the failed broadcasts by
+error type.
 
-    .venv/bin/python tests/soak.py --minutes 10 --seed 1
+    .venv/bin/python tests/soak.py --minutes 13 --seed 1
 
 Exit status 0 when no invariant was violated, 1 otherwise, 2 when etcd itself failed
 (members disagreeing at one revision, a member refusing to restart after its
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(verdict.table())
         print(verdict.report().split("\n", 1)[0])
+        for kind, st in sorted(verdict.stats.items()):
+            if st.errors:
+                shown = ", ".join(f"{k} {v}" for k, v in sorted(st.errors.items()))
+                print(f"failed broadcasts during {kind}: {shown}")
         if verdict.etcd_faults:
             print(f"{len(verdict.etcd_faults)} etcd fault(s) (etcd itself, not etcdraft):")
             for x in verdict.etcd_faults:

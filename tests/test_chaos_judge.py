@@ -4,7 +4,10 @@ altered or unverifiable acknowledgement, disordered or gapped apply stream, appl
 block not the stored one or not stored at all, a log with holes, undecodable values
 or values changing between reads, slow failover, acknowledgements without quorum or
 while cut off, slow recovery of production, a stale leader acknowledging, a node that
-never caught up), and report etcd's own faults apart.
+never caught up, has_quorum() saying True after a newer term acknowledged a write, an
+acknowledgement after the node's local lease deadline, and a full etcd: an
+acknowledged block stored during the alarm, has_quorum() saying True, no typed
+error), and report etcd's own faults apart.
 
 The judge's independent reader (``etcd_raw``: raw gRPC range reads and a decoder of
 the wire format written for the test) is checked against the library's encoding and
@@ -65,8 +68,16 @@ class NodeHistory:
     def event(self, ev: str, t: float) -> NodeHistory:
         return self._write("events", {"ev": ev, "t": t})
 
-    def ack(self, height: int, t: float, salt: str = "") -> NodeHistory:
-        return self._write("acks", {"h": height, "hash": h(height, salt), "ts": height, "t": t})
+    def ack(self, height: int, t: float, salt: str = "", **extra: float) -> NodeHistory:
+        """``extra``: the toy's ``term``, ``lease_dl``, ``belief_dl``."""
+        rec = {"h": height, "hash": h(height, salt), "ts": height, "t": t, **extra}
+        return self._write("acks", rec)
+
+    def quorum(self, answer: bool, t0: float, term: int) -> NodeHistory:
+        return self._write("quorum", {"q": answer, "t0": t0, "t": t0 + 0.01, "term": term})
+
+    def error(self, height: int, err: str, t: float) -> NodeHistory:
+        return self._write("errors", {"h": height, "err": err, "term": 1, "t": t})
 
     def apply(
         self, height: int, t: float, *, index: int | None = None, term: int = 1, salt: str = ""
@@ -472,3 +483,98 @@ def test_members_that_disagree_are_reported(etcd_cluster_factory: Any) -> None:
             conn.put(ns.encode() + b"/log/1", value)
     _, diffs = compare_members(urls, ns)
     assert [d.key for d in diffs] == [ns.encode() + b"/log/1"], diffs
+
+
+# ------------------------------------------------- has_quorum, deadlines, a full etcd
+
+
+def test_has_quorum_true_after_a_newer_term_acknowledged_is_caught(tmp_path: Path) -> None:
+    hist = clean(tmp_path, top=30)
+    n0, n1 = hist.node("n0"), hist.node("n1")
+    n0.ack(21, 9.0, term=100).quorum(True, 9.5, term=100)
+    n1.event("leader", 9.8).ack(22, 10.0, term=200).ack(23, 10.1, term=200)
+    n1.quorum(True, 10.5, term=200)  # the newer term's own answer
+    n0.quorum(True, 9.9, term=100)  # started before term 200's first acknowledgement
+    n0.quorum(False, 10.6, term=100)
+    verdict = judge(hist.dirs, etcd_log(range(1, 31)), [], TIMING)
+    assert verdict.ok, verdict.report()
+    assert (verdict.quorum_answers, verdict.quorum_true) == (4, 3)
+    n0.quorum(True, 10.2, term=100)  # its key was gone by then: must be False
+    verdict = judge(hist.dirs, etcd_log(range(1, 31)), [], TIMING)
+    assert checks(verdict) == {"quorum-after-newer-term"}, verdict.report()
+    assert "term 200" in verdict.violations[0].message
+
+
+def test_has_quorum_of_an_older_term_of_the_same_node_is_not_compared(tmp_path: Path) -> None:
+    hist = clean(tmp_path, top=30)
+    # n0 leads term 100, then (re-elected) term 300; its own newer term is no violation
+    hist.node("n0").ack(21, 9.0, term=100).ack(22, 10.0, term=300).quorum(True, 10.5, term=300)
+    hist.node("n1").quorum(True, 9.5, term=0)  # no term: not comparable (and harmless)
+    assert judge(hist.dirs, etcd_log(range(1, 31)), [], TIMING).ok
+
+
+def test_acknowledgement_after_the_local_lease_deadline_is_caught(tmp_path: Path) -> None:
+    hist = clean(tmp_path, top=30)
+    n0 = hist.node("n0")
+    n0.ack(21, 10.0, term=100, lease_dl=10.6, belief_dl=10.1)
+    n0.ack(22, 10.2, term=100, lease_dl=10.6, belief_dl=10.1)  # late belief: a figure only
+    verdict = judge(hist.dirs, etcd_log(range(1, 31)), [], TIMING)
+    assert verdict.ok, verdict.report()
+    assert verdict.acks_past_belief == 1
+    assert verdict.worst_past_belief == pytest.approx(0.1)
+    n0.ack(23, 10.7, term=100, lease_dl=10.6)
+    verdict = judge(hist.dirs, etcd_log(range(1, 31)), [], TIMING)
+    assert checks(verdict) == {"ack-after-deadline"}, verdict.report()
+    # the same record while the node was SIGSTOPped: its time is when it ran again
+    stop = Fault("node_stop", "n0", 10.3, 10.65, healed=10.9, was_leader=True)
+    hist.node("n1").event("leader", 10.5)
+    verdict = judge(hist.dirs, etcd_log(range(1, 31)), [stop], TIMING)
+    assert "ack-after-deadline" not in checks(verdict), verdict.report()
+
+
+def _full(revision: int = 120) -> Fault:
+    # etcd_log(): log/<x> at revision 100 + x; acknowledgements of clean() at 0.1 + x*0.02
+    return Fault("etcd_nospace", "etcd", 0.3, 1.5, healed=1.7, revision=revision)
+
+
+def test_a_full_etcd_that_behaves_passes(tmp_path: Path) -> None:
+    hist = clean(tmp_path, top=20)
+    n0 = hist.node("n0")
+    n0.error(21, "EtcdNoSpaceError", 0.52).error(21, "NotLeaderError", 0.6)
+    n0.quorum(True, 0.35, term=1)  # within full_margin of the alarm
+    n0.quorum(False, 1.0, term=1)
+    verdict = judge(hist.dirs, etcd_log(range(1, 21)), [_full()], TIMING)
+    assert verdict.ok, verdict.report()
+    assert verdict.stats["etcd_nospace"].errors == {"EtcdNoSpaceError": 1, "NotLeaderError": 1}
+
+
+def test_a_full_etcd_acknowledging_a_block_stored_during_the_alarm_is_caught(
+    tmp_path: Path,
+) -> None:
+    hist = clean(tmp_path, top=20)
+    hist.node("n0").error(21, "EtcdNoSpaceError", 0.52)
+    # heights 11..20 were acknowledged at 0.32..0.5 and stored at revisions 111..120
+    verdict = judge(hist.dirs, etcd_log(range(1, 21)), [_full(revision=110)], TIMING)
+    assert checks(verdict) == {"ack-while-full"}, verdict.report()
+
+
+def test_a_full_etcd_with_has_quorum_true_is_caught(tmp_path: Path) -> None:
+    hist = clean(tmp_path, top=20)
+    hist.node("n0").error(21, "EtcdNoSpaceError", 0.52).quorum(True, 1.0, term=1)
+    verdict = judge(hist.dirs, etcd_log(range(1, 21)), [_full()], TIMING)
+    assert checks(verdict) == {"quorum-while-full"}, verdict.report()
+
+
+def test_a_full_etcd_without_the_typed_error_is_caught(tmp_path: Path) -> None:
+    hist = clean(tmp_path, top=20)
+    hist.node("n0").error(21, "EtcdTimeoutError", 0.9)  # a hang, not the typed error
+    verdict = judge(hist.dirs, etcd_log(range(1, 21)), [_full()], TIMING)
+    assert checks(verdict) == {"untyped-full-error"}, verdict.report()
+    assert "EtcdTimeoutError" in verdict.violations[0].message
+    # no leader when etcd filled up: broadcasts refused locally never reached etcd
+    quiet = clean(tmp_path / "quiet", top=20)
+    quiet.node("n0").error(21, "NotLeaderError", 0.9)
+    assert judge(quiet.dirs, etcd_log(range(1, 21)), [_full()], TIMING).ok
+    # a fault the harness could not fill is not judged
+    unfilled = Fault("etcd_nospace", "etcd", 0.3, 1.5, healed=1.7, revision=None)
+    assert judge(hist.dirs, etcd_log(range(1, 21)), [unfilled], TIMING).ok

@@ -701,6 +701,9 @@ def test_is_leader_has_quorum_and_shutdown_bounded_when_etcd_stalls(
     ttl = 1.0  # election_timeout
     lease_margin = 0.3  # leader_lease_timeout
     send_timeout = 0.5
+    #: "nothing hangs" bounds are liveness bounds: each call ends on a send_timeout
+    #: deadline; 2 s more for a loaded 2-core machine (exact figures: make bench)
+    slack = 2.0
     member = cluster.members[0]
     try:
         nodes = h.cluster(2)
@@ -712,7 +715,7 @@ def test_is_leader_has_quorum_and_shutdown_bounded_when_etcd_stalls(
         try:
             t0 = time.monotonic()
             assert leader.has_quorum() is False
-            assert time.monotonic() - t0 <= send_timeout + 0.5, "has_quorum blocked too long"
+            assert time.monotonic() - t0 <= send_timeout + slack, "has_quorum blocked too long"
             # every keep-alive that succeeded was sent before the stall, so the lease
             # may expire at etcd from paused_at + ttl on: leader_lease_timeout before
             # that, is_leader() must be false (the fault's duration, not a sync sleep)
@@ -723,14 +726,17 @@ def test_is_leader_has_quorum_and_shutdown_bounded_when_etcd_stalls(
             )
             t0 = time.monotonic()
             assert leader.has_quorum() is False
-            assert time.monotonic() - t0 <= send_timeout + 0.5
+            assert time.monotonic() - t0 <= send_timeout + slack
             # the fault lasts 2 s (not a synchronisation): long enough for the nodes'
             # watches to give their silent stream up and try to reopen it
             threading.Event().wait(max(0.0, paused_at + 2.0 - time.monotonic()))
             t0 = time.monotonic()
             follower.shutdown()
             took = time.monotonic() - t0
-            assert took <= send_timeout + 1.0, f"shutdown() took {took:.2f}s with etcd stalled"
+            # revoke within send_timeout, join within one more
+            assert took <= 2 * send_timeout + slack, (
+                f"shutdown() took {took:.2f}s with etcd stalled"
+            )
             wait_until(
                 lambda: not threads_of(follower.node_id),
                 1.0,
@@ -773,7 +779,7 @@ def test_stale_leader_has_quorum_confirms_with_etcd(harness: Harness) -> None:
         assert stale.is_leader(), "precondition: the stale node still believes it leads"
         t0 = time.monotonic()
         assert stale.has_quorum() is False, "has_quorum must confirm with etcd, not locally"
-        assert time.monotonic() - t0 <= 1.0
+        assert time.monotonic() - t0 <= 0.5 + 2.0  # send_timeout; a liveness bound
         assert stale.is_leader() is False, "a failed quorum check proves leadership is gone"
         proxy.thaw()
         one_leader([stale])  # it campaigns again once it sees its key is gone
@@ -1042,7 +1048,8 @@ def test_broadcast_timing_out_after_commit_can_be_retried(harness: Harness) -> N
         t0 = time.monotonic()
         with pytest.raises(EtcdUnavailableError):
             leader.broadcast(block(2))
-        assert time.monotonic() - t0 <= 0.5 + 0.5, "broadcast overran send_timeout"
+        # send_timeout; 2 s more is a liveness bound for a loaded machine
+        assert time.monotonic() - t0 <= 0.5 + 2.0, "broadcast overran send_timeout"
         assert proxy.dropped >= 1
         kv = harness.raw.get(harness.keys.log(2))
         assert kv is not None and kv["value"] == block(2).SerializeToString(), (

@@ -6,7 +6,8 @@ a block every ``block_interval`` seconds; the follower worker only follows. With
 JSON-lines files, flushed and fsynced, so a judge can check the invariants after the
 process was killed::
 
-    acks.jsonl     {"h": height, "hash": hex, "ts": timestamp, "t": monotonic, "term": term,
+    acks.jsonl     {"h": height, "hash": hex, "ts": timestamp, "t": monotonic,
+                    "sent": when the broadcast call began, "term": term,
                     "lease_dl": monotonic, "belief_dl": monotonic}
     applied.jsonl  {"i": index, "term": term, "h": height, "hash": hex, "t": monotonic}
     events.jsonl   {"ev": "leader"|"follower"|"lost"|"error"|"start"|"stop", "t": ..., ...}
@@ -161,6 +162,7 @@ class ToyProducer:
                 sizes = self.payload_sizes
                 payload = sizes[(head.height + 1) % len(sizes)] if sizes else 0
                 pending = make_block(self.node.node_id, head.height + 1, head.timestamp, payload)
+            sent = time.monotonic()
             try:
                 self.node.broadcast(pending)
             except (NotLeaderError, LeadershipLostError) as exc:
@@ -189,6 +191,7 @@ class ToyProducer:
                     "hash": pending.hash.hex(),
                     "ts": pending.timestamp,
                     "t": acked,
+                    "sent": sent,
                     "term": term or self.node.term,
                     **local_deadlines(self.node),
                 },

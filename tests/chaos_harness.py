@@ -381,6 +381,9 @@ class Verdict:
     #: write was fenced and landed; its answer came late): a figure, not a violation
     acks_past_belief: int = 0
     worst_past_belief: float = 0.0
+    #: acknowledgements that arrived after the node's local lease deadline (sent before
+    #: it, fenced, committed): a figure, not a violation
+    acks_past_lease: int = 0
 
     @property
     def ok(self) -> bool:
@@ -419,7 +422,8 @@ class Verdict:
             f"etcd pruned the log up to height {self.pruned}; {self.quorum_answers} "
             f"has_quorum() answers ({self.quorum_true} True); {self.acks_past_belief} "
             f"acknowledgement(s) recorded after the node's belief deadline (worst "
-            f"{self.worst_past_belief * 1000:.0f} ms)",
+            f"{self.worst_past_belief * 1000:.0f} ms), {self.acks_past_lease} after its "
+            "lease deadline (sent before it)",
             self.table(),
         ]
         full = self.stats.get("etcd_nospace")
@@ -704,7 +708,7 @@ def judge(
 
     # (g) has_quorum() and the local deadlines
     quorum_answers, quorum_true = _judge_quorum(recs, bad)
-    past_belief = _judge_deadlines(recs, faults, bad)
+    past_belief, past_lease = _judge_deadlines(recs, faults, bad)
 
     # (f) convergence
     if final_head is not None:
@@ -733,6 +737,7 @@ def judge(
         quorum_answers=quorum_answers,
         quorum_true=quorum_true,
         acks_past_belief=len(past_belief),
+        acks_past_lease=past_lease,
         worst_past_belief=max(past_belief, default=0.0),
     )
 
@@ -783,14 +788,22 @@ def _judge_deadlines(
     recs: Mapping[str, NodeRecords],
     faults: Sequence[Fault],
     bad: Callable[[str, str, float | None], None],
-) -> list[float]:
-    """No leader acknowledges a write after its local lease deadline (``lease_dl``,
-    recorded right after the broadcast returned, an upper bound). Acknowledgements
-    recorded while or just after the node was SIGSTOPped are skipped: their times say
-    when the process ran again, not when the write returned. Returns how late each
-    acknowledgement past the node's belief deadline (``belief_dl``) was (a figure; 0
-    when the node no longer believed it led right after the broadcast returned)."""
+) -> tuple[list[float], int]:
+    """No leader *sends* a write after its local lease deadline: an acknowledged
+    broadcast whose call began (``sent``) after ``lease_dl`` (recorded right after it
+    returned, an upper bound of the deadline in force when it began) is a violation.
+
+    An acknowledgement that merely *arrives* after the deadline is not: the write was
+    sent while the node led, and it is fenced, so it committed while the election key
+    (hence the lease) existed; every later leader applies it before leading
+    (docs/safety.md, "A late acknowledgement"). Those are counted
+    (:attr:`Verdict.acks_past_lease`), as are acknowledgements past the end of the
+    node's belief. Records made while or just after the node was SIGSTOPped are
+    skipped: their times say when the process ran again. Returns (how late each
+    acknowledgement past the belief deadline was, how many came past the lease
+    deadline)."""
     past_belief: list[float] = []
+    past_lease = 0
     for node, r in recs.items():
         stopped = [(f.start, f.end + 1.0) for f in faults
                    if f.kind in _SIGSTOP_KINDS and f.target == node]  # fmt: skip
@@ -799,16 +812,19 @@ def _judge_deadlines(
             if any(lo <= t <= hi for lo, hi in stopped):
                 continue
             if "lease_dl" in a and t > float(a["lease_dl"]):
+                past_lease += 1
+            if "lease_dl" in a and "sent" in a and float(a["sent"]) > float(a["lease_dl"]):
                 bad(
-                    "ack-after-deadline",
-                    f"{node} acknowledged height {a['h']} (term {a.get('term')}) "
-                    f"{t - float(a['lease_dl']):.3f}s after its local lease deadline",
+                    "sent-after-deadline",
+                    f"{node} sent height {a['h']} (term {a.get('term')}) "
+                    f"{float(a['sent']) - float(a['lease_dl']):.3f}s after its local lease "
+                    "deadline, and it was acknowledged",
                     t,
                 )
             if "lease_dl" in a and t > float(a.get("belief_dl", -math.inf)):
                 # no belief_dl: it no longer believed right after (how late: unknown)
                 past_belief.append(t - float(a["belief_dl"]) if "belief_dl" in a else 0.0)
-    return past_belief
+    return past_belief, past_lease
 
 
 def _judge_full(

@@ -27,10 +27,8 @@ TIME_CAP = 180.0
 #: the soak's, and a smaller quota fills in a few seconds
 QUOTA = 96 * 1024**2
 #: judge checks that flag a known library behaviour awaiting a decision, reproduced by an
-#: xfail(strict) test: printed, not failed on. ``ack-after-deadline``: broadcast()
-#: acknowledges a fenced write whose answer came after the node's local lease deadline
-#: (tests/test_chaos_lease_deadline.py)
-KNOWN_LIBRARY_FINDINGS = frozenset({"ack-after-deadline"})
+#: checks printed but not failed on (none today)
+KNOWN_LIBRARY_FINDINGS: frozenset[str] = frozenset()
 #: node faults that the schedule aims at the leader first (slow_consumer stalls a
 #: follower by design)
 LEADER_KINDS = tuple(k for k in NODE_KINDS if k != "slow_consumer")

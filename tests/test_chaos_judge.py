@@ -513,23 +513,29 @@ def test_has_quorum_of_an_older_term_of_the_same_node_is_not_compared(tmp_path: 
     assert judge(hist.dirs, etcd_log(range(1, 31)), [], TIMING).ok
 
 
-def test_acknowledgement_after_the_local_lease_deadline_is_caught(tmp_path: Path) -> None:
+def test_a_write_sent_after_the_local_lease_deadline_is_caught(tmp_path: Path) -> None:
     hist = clean(tmp_path, top=30)
     n0 = hist.node("n0")
-    n0.ack(21, 10.0, term=100, lease_dl=10.6, belief_dl=10.1)
-    n0.ack(22, 10.2, term=100, lease_dl=10.6, belief_dl=10.1)  # late belief: a figure only
+    n0.ack(21, 10.0, term=100, sent=9.95, lease_dl=10.6, belief_dl=10.1)
+    n0.ack(22, 10.2, term=100, sent=10.0, lease_dl=10.6, belief_dl=10.1)  # past belief
     verdict = judge(hist.dirs, etcd_log(range(1, 31)), [], TIMING)
     assert verdict.ok, verdict.report()
     assert verdict.acks_past_belief == 1
     assert verdict.worst_past_belief == pytest.approx(0.1)
-    n0.ack(23, 10.7, term=100, lease_dl=10.6)
+    # sent before the deadline, answered after it: committed and fenced, counted only
+    n0.ack(23, 10.7, term=100, sent=10.5, lease_dl=10.6)
     verdict = judge(hist.dirs, etcd_log(range(1, 31)), [], TIMING)
-    assert checks(verdict) == {"ack-after-deadline"}, verdict.report()
+    assert verdict.ok, verdict.report()
+    assert verdict.acks_past_lease == 1
+    # sent after it: a leader acting on stale belief
+    n0.ack(24, 10.9, term=100, sent=10.65, lease_dl=10.6)
+    verdict = judge(hist.dirs, etcd_log(range(1, 31)), [], TIMING)
+    assert checks(verdict) == {"sent-after-deadline"}, verdict.report()
     # the same record while the node was SIGSTOPped: its time is when it ran again
-    stop = Fault("node_stop", "n0", 10.3, 10.65, healed=10.9, was_leader=True)
+    stop = Fault("node_stop", "n0", 10.3, 10.95, healed=11.1, was_leader=True)
     hist.node("n1").event("leader", 10.5)
     verdict = judge(hist.dirs, etcd_log(range(1, 31)), [stop], TIMING)
-    assert "ack-after-deadline" not in checks(verdict), verdict.report()
+    assert "sent-after-deadline" not in checks(verdict), verdict.report()
 
 
 def _full(revision: int = 120) -> Fault:

@@ -27,7 +27,6 @@ catches them as Python programmers expect.
 from __future__ import annotations
 
 __all__ = [
-    "ETCD_REASONS",
     "ConfigError",
     "CorruptDataError",
     "ErrLeadershipLost",
@@ -101,6 +100,7 @@ class CorruptDataError(EtcdraftError):
 
 
 #: The machine-readable ``reason`` of an :class:`EtcdError` (``""``: none of these).
+#: Importable from here; not in ``__all__``, which lists the error classes only.
 ETCD_REASONS = {
     "refused": "the connection was refused (nothing listens at the endpoint)",
     "unknown_host": "the endpoint's host name does not resolve",

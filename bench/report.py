@@ -163,7 +163,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def targets_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        _row("targets (issues #12, #14)", "1-member", "3-member", "target", "", width=9, label_width=52)
+        _row(
+            "targets (issues #12, #14)",
+            "1-member",
+            "3-member",
+            "target",
+            "",
+            width=9,
+            label_width=52,
+        )
     ]
     for r in rows:
         v = r["values"]

@@ -78,8 +78,10 @@ class ClusterView:
             return dict(self._view.alive)
 
     def is_member(self, node_id: str) -> bool:
-        with self._lock:
-            return node_id in self._view.members
+        """Without the lock: the session thread asks before each progress report, and
+        keep-alives must never wait for a busy view (one dict lookup on the current
+        view is atomic; at worst it answers for the view of a moment ago)."""
+        return node_id in self._view.members
 
     def counts(self) -> tuple[int, int, bool]:
         """(members, live nodes, paused)."""

@@ -26,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import pytest
+
 # testcontainers' reaper (Ryuk) is an image from a registry; there is none here.
 # Must be set before testcontainers reads its configuration (imports below).
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -373,3 +375,14 @@ def leftover_containers() -> list[dict[str, Any]]:
         ]
     finally:
         client.close()
+
+
+def require_or_skip(reason: str | None, what: str = "a Docker engine") -> None:
+    """At a container test module's top: nothing when ``reason`` is None; a failure
+    when containers are required here (CI, ``ETCDRAFT_REQUIRE_DOCKER=1``); else a skip
+    of the module (a developer machine without an engine)."""
+    if reason is None:
+        return
+    if os.environ.get("ETCDRAFT_REQUIRE_DOCKER") == "1" or os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is required here but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)

@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 import yaml
-from _docker import docker_host, docker_unavailable_reason, etcd_image, node_image
+from _docker import docker_host, docker_unavailable_reason, etcd_image, node_image, require_or_skip
 
 pytestmark = pytest.mark.docker
 
@@ -68,11 +68,7 @@ def _unavailable_reason() -> str | None:
     return None
 
 
-_reason = _unavailable_reason()
-if _reason is not None:
-    if os.environ.get("ETCDRAFT_REQUIRE_DOCKER") == "1" or os.environ.get("CI") == "true":
-        pytest.fail(f"the compose run is required here but {_reason}", pytrace=False)
-    pytest.skip(_reason, allow_module_level=True)
+require_or_skip(_unavailable_reason(), "the compose run")
 
 
 def _published_ports(compose: dict[str, Any]) -> list[tuple[str, int]]:

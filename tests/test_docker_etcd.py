@@ -16,15 +16,11 @@ from typing import Any
 
 import pytest
 import requests
-from _docker import DockerEtcd, docker_host, docker_unavailable_reason
+from _docker import DockerEtcd, docker_host, docker_unavailable_reason, require_or_skip
 
 pytestmark = pytest.mark.docker
 
-_reason = docker_unavailable_reason()
-if _reason is not None:
-    if os.environ.get("ETCDRAFT_REQUIRE_DOCKER") == "1" or os.environ.get("CI") == "true":
-        pytest.fail(f"ETCDRAFT_REQUIRE_DOCKER=1 but {_reason}", pytrace=False)
-    pytest.skip(_reason, allow_module_level=True)
+require_or_skip(docker_unavailable_reason(), "a Docker engine")
 
 TIMEOUT = 5.0
 

@@ -3,23 +3,18 @@ on the loopback-only Docker engine (see docs/testing-docker.md)."""
 
 from __future__ import annotations
 
-import os
 import queue
 from collections.abc import Iterator
 
 import pytest
-from _docker import DockerEtcd, docker_unavailable_reason
+from _docker import DockerEtcd, docker_unavailable_reason, require_or_skip
 from helpers import wait_until
 
 from etcdraft import Config, Node, RaftBlockState
 
 pytestmark = pytest.mark.docker
 
-_reason = docker_unavailable_reason()
-if _reason is not None:
-    if os.environ.get("ETCDRAFT_REQUIRE_DOCKER") == "1" or os.environ.get("CI") == "true":
-        pytest.fail(f"a Docker engine is required here but {_reason}", pytrace=False)
-    pytest.skip(_reason, allow_module_level=True)
+require_or_skip(docker_unavailable_reason(), "a Docker engine")
 
 
 @pytest.fixture(scope="module")

@@ -91,33 +91,33 @@ class Elector(Worker):
     def leadership(self) -> Leadership:
         return self._leadership
 
-    def _lease_deadline(self) -> float | None:
-        """Until when this node's term may act, as far as its lease goes (None: no
-        term, no session, or stopping)."""
-        session = self.session
-        if not self._leadership.term or session is None or self._ctx.stopping.is_set():
-            return None
-        return session.expires_at() - self._ctx.config.leader_lease_timeout
-
     def holds_term(self) -> bool:
         """This node has a term and its lease cannot have expired yet (what its own
         fenced writes may act on: heartbeats, pruning, handover)."""
-        until = self._lease_deadline()
-        return until is not None and time.monotonic() < until
-
-    def leader_until(self) -> float | None:
-        """The monotonic time this node's belief that it leads ends (or ended), unless
-        etcd acknowledges it again: the lease deadline and, with fast takeover, the
-        heartbeat deadline, whichever comes first; None without a term."""
-        until = self._lease_deadline()
-        if until is not None and self._ctx.config.fast_takeover:
-            until = min(until, self._heartbeat.belief_until())
-        return until
+        session = self.session
+        if not self._leadership.term or session is None or self._ctx.stopping.is_set():
+            return False
+        cfg = self._ctx.config
+        return time.monotonic() < session.expires_at() - cfg.leader_lease_timeout
 
     def is_leader(self) -> bool:
         """See ``Node.is_leader``."""
-        until = self.leader_until()
-        return until is not None and time.monotonic() < until
+        if not self.holds_term():
+            return False
+        if self._ctx.config.fast_takeover:
+            return time.monotonic() < self._heartbeat.belief_until()
+        return True
+
+    def leader_until(self) -> float | None:
+        """While leader: the monotonic time belief ends, unless etcd acknowledges
+        again; None when not leader."""
+        session = self.session
+        if not self.is_leader() or session is None:
+            return None
+        until = session.expires_at() - self._ctx.config.leader_lease_timeout
+        if self._ctx.config.fast_takeover:
+            until = min(until, self._heartbeat.belief_until())
+        return until
 
     def wake(self) -> None:
         """Let the control thread look at the view again now."""

@@ -11,6 +11,7 @@ from typing import Any
 from etcdraft import protocol
 from etcdraft._deadline import Deadline
 from etcdraft.blocks import summarize
+from etcdraft.errors import EtcdraftError
 from etcdraft.etcd import KV, EtcdClient, prefix_end
 from etcdraft.keys import Keys
 from etcdraft.proto import RaftBlockState
@@ -146,6 +147,9 @@ class LogFollower:
     def _on_events(self, events: list[WatchEvent], top: int) -> None:
         self._emit([(ev.kv, ev.deleted) for ev in events])
 
-    def _on_compacted(self, compact_revision: int) -> int:
+    def _on_compacted(self, compact_revision: int, watched_upto: int) -> int | None:
         # re-read what the compaction took; on failure the watch loop tries again
-        return self._read(self._last_height + 1, 0)
+        try:
+            return self._read(self._last_height + 1, 0)
+        except EtcdraftError:
+            return None

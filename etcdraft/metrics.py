@@ -39,6 +39,8 @@ metric                                        type   meaning
 ``etcdraft_watch_connected``                  gauge  1 while the watch stream is open
 ``etcdraft_watch_reconnects_total``           ctr    watch streams reopened
 ``etcdraft_watch_resyncs_total``              ctr    resynchronisations after compaction
+``etcdraft_watch_gap_entries_total``          ctr    entries the watch skipped (etcd fault),
+                                                     applied from a range read
 ``etcdraft_etcd_endpoint_failovers_total``    ctr    switches to another etcd endpoint
 ``etcdraft_deposed_total``                    ctr    silent leaders deposed (fast takeover)
 ``etcdraft_paused``                           gauge  1 while the cluster is paused
@@ -262,6 +264,10 @@ class NodeMetrics:
             "watch_connected": g("watch_connected", "1 while the watch stream is open."),
             "watch_reconnects": c("watch_reconnects", "Watch streams reopened."),
             "watch_resyncs": c("watch_resyncs", "Resynchronisations after a compaction."),
+            "watch_gap_entries": c(
+                "watch_gap_entries",
+                "Log entries the watch never delivered (an etcd fault), applied from a read.",
+            ),
             "etcd_endpoint_failovers": c(
                 "etcd_endpoint_failovers", "Switches to another etcd endpoint."
             ),
@@ -307,6 +313,7 @@ class NodeMetrics:
         yield "watch_connected", 1.0 if st.watch_connected else 0.0
         yield "watch_reconnects", float(st.watch_reconnects)
         yield "watch_resyncs", float(st.watch_resyncs)
+        yield "watch_gap_entries", float(st.watch_gap_entries)
         yield "etcd_endpoint_failovers", float(st.endpoint_failovers)
         yield "deposed", float(st.deposed)
         yield "paused", 1.0 if st.paused else 0.0

@@ -281,11 +281,10 @@ class Node:
             http.close()
         self._elector.step_down("node stopping")
         self._elector.signal_stop()
-        session, watcher = self._elector.session, self._replicator.watcher
+        session = self._elector.session
         if session is not None:
             session.signal_stop()
-        if watcher is not None:
-            watcher.signal_stop()
+        self._replicator.signal_stop()
         if session is not None:
             try:
                 session.revoke(Deadline(revoke_timeout))
@@ -297,11 +296,9 @@ class Node:
                     extra=ctx.extra(),
                 )
         budget = Deadline(max(0.2, ctx.config.send_timeout))
-        threads = [self._elector.thread]
+        threads = [self._elector.thread, *self._replicator.threads()]
         if session is not None:
             threads.append(session.thread)
-        if watcher is not None:
-            threads.append(watcher.thread)
         for thread in threads:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(budget.remaining())
@@ -390,6 +387,7 @@ class Node:
             lease_ttl=float(session.ttl) if session is not None else 0.0,
             keepalive_latency=session.last_keepalive_latency if session is not None else 0.0,
             watch_connected=watcher is not None and watcher.connected.is_set(),
+            watch_gap_entries=self._replicator.gap_entries,
         )
 
     def _health(self, timeout: float) -> NodeHealth:
@@ -400,6 +398,7 @@ class Node:
             "control": self._elector.thread,
             "session": session.thread if session is not None else None,
             "watch": watcher.thread if watcher is not None else None,
+            "apply": self._replicator.applier.thread,
         }
         return NodeHealth(
             stopping=self._closed or ctx.stopping.is_set(),

@@ -1,21 +1,33 @@
 """The replication part of a :class:`~etcdraft.Node`: catching up by range reads,
-healing after compaction, and turning watch events into applied entries and view
-updates. It owns the watch (and its thread), the pieces of large blocks seen on the
-watch until their manifest commits, and the counters of what it skipped."""
+healing after compaction and after a broken watch, and turning watch events into
+applied entries and view updates. It owns the watch (and its thread), the applier
+thread, the pieces of large blocks seen on the watch until their manifest commits,
+and the counters of what it skipped.
+
+Threads: the watch's reader decodes each batch and hands it over. A batch that needs
+no etcd I/O (no large block's manifest) and finds the applier idle is applied on the
+reader at once, which keeps an isolated write's path short; every other batch, and
+every heal (compaction, reconnect), goes in order through a queue, bounded by bytes,
+to the applier thread. So the reader never does etcd I/O, and order is kept: a batch
+is applied on the reader only when nothing is queued or being applied."""
 
 from __future__ import annotations
 
 import math
+import threading
+from collections import deque
+from dataclasses import dataclass, field
 
 import tenacity
 
 from etcdraft import protocol
 from etcdraft._context import NodeContext
 from etcdraft._deadline import Deadline
+from etcdraft._worker import Worker
 from etcdraft.blocks import Manifest, PieceBuffer, assemble, is_manifest, parse_manifest
 from etcdraft.cluster_view import ClusterView
 from etcdraft.elector import Elector
-from etcdraft.errors import CorruptDataError, EtcdUnavailableError
+from etcdraft.errors import CorruptDataError, EtcdraftError, EtcdUnavailableError
 from etcdraft.etcd import KV, CompactedError, EtcdClient, prefix_end
 from etcdraft.fsm import FSM, Snapshot, decode_state
 from etcdraft.heartbeat import Heartbeat
@@ -27,10 +39,75 @@ __all__ = ["Replicator"]
 #: Log entries fetched per range request when catching up.
 CATCHUP_PAGE = 64
 
+#: Bytes of watch events the applier's queue holds before the watch reader waits
+#: (then the stream's flow control holds etcd back): with the piece buffer, this
+#: bounds what a follower holds in flight (docs/architecture.md, "Memory").
+INBOX_BYTES = 16 << 20
+
+
+@dataclass(eq=False)
+class _Heal:
+    """A heal the watch asked for: re-read the namespace, apply what is missing."""
+
+    why: str  # "compacted" or "reconnect"
+    watched_upto: int  # the revision up to which the watch delivered everything
+    done: threading.Event = field(default_factory=threading.Event)
+    revision: int | None = None  # the revision read at; None: the heal failed
+
+
+@dataclass(eq=False)
+class _Batch:
+    events: list[WatchEvent]
+    top: int
+    size: int
+
+
+class _Applier(Worker):
+    """The thread that applies queued batches and runs heals, in order."""
+
+    def __init__(self, replicator: Replicator, name: str) -> None:
+        super().__init__(name)
+        self._rep = replicator
+
+    def signal_stop(self) -> None:
+        super().signal_stop()
+        with self._rep._inbox_cond:
+            self._rep._inbox_cond.notify_all()
+
+    def _run(self) -> None:
+        rep = self._rep
+        while True:
+            with rep._inbox_cond:
+                while (not rep._inbox or rep._busy) and not self.stop_event.is_set():
+                    rep._inbox_cond.wait(0.5)
+                if self.stop_event.is_set():
+                    for item in rep._inbox:  # nobody waits for the rest
+                        if isinstance(item, _Heal):
+                            item.done.set()
+                    rep._inbox.clear()
+                    return
+                item = rep._inbox.popleft()
+                rep._busy = True
+            try:
+                if isinstance(item, _Heal):
+                    rep._run_heal(item)
+                else:
+                    rep._process(item.events, item.top)
+            except Exception:  # never let the applier die; the watch heals on reconnect
+                rep._ctx.log.exception("applying watch events failed", extra=rep._ctx.extra())
+            finally:
+                with rep._inbox_cond:
+                    rep._busy = False
+                    if isinstance(item, _Batch):
+                        rep._inbox_bytes -= item.size
+                    rep._inbox_cond.notify_all()
+
 
 class Replicator:
-    """Owns: the watch, the piece buffer, ``corrupt_blocks`` and ``foreign_keys``.
-    Its methods run on the watch thread, except :meth:`resync` at start."""
+    """Owns: the watch, the applier thread and its queue, the piece buffer,
+    ``corrupt_blocks``, ``foreign_keys`` and ``gap_entries``. Batches are applied
+    on the watch reader or the applier (see the module's docstring); :meth:`resync`
+    runs at start on the caller and afterwards only on the applier."""
 
     def __init__(
         self,
@@ -47,8 +124,15 @@ class Replicator:
         self._elector = elector
         self._pieces = PieceBuffer(max_bytes=2 * ctx.config.max_block_bytes)
         self.watcher: Watcher | None = None
+        self.applier = _Applier(self, f"etcdraft-apply-{ctx.id}")
         self.corrupt_blocks = 0
         self.foreign_keys = 0
+        self.gap_entries = 0  # entries a reconnect heal found the watch had skipped
+        self.heals = {"compacted": 0, "reconnect": 0}  # heals that succeeded, by cause
+        self._inbox: deque[_Batch | _Heal] = deque()
+        self._inbox_cond = threading.Condition()
+        self._inbox_bytes = 0
+        self._busy = False  # a batch or heal is being applied (on either thread)
 
     def start(self, revision: int) -> None:
         """Follow the namespace from ``revision`` + 1 (the revision read at)."""
@@ -61,27 +145,43 @@ class Replicator:
             revision + 1,
             self._on_events,
             self._on_compacted,
+            on_reconnect=self._on_reconnect,
             name=f"etcdraft-watch-{self._ctx.id}",
             probe_after=max(1.0, cfg.heartbeat_timeout * 2),
             probe_timeout=cfg.send_timeout,
         )
+        self.applier.start()
         self.watcher.start()
 
-    def resync(self, deadline: Deadline) -> int:
+    def signal_stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.signal_stop()
+        self.applier.signal_stop()
+
+    def threads(self) -> list[threading.Thread | None]:
+        """The threads this part owns (for the node's bounded join at stop)."""
+        watcher = self.watcher
+        return [watcher.thread if watcher is not None else None, self.applier.thread]
+
+    def resync(self, deadline: Deadline, *, watched_upto: int = 0) -> int:
         """Read the namespace at one revision, rebuild the view and apply every log
         entry above the applied height (or restore the latest, when pruned).
-        Returns the revision read at."""
+        Returns the revision read at. ``watched_upto``: the revision up to which the
+        watch claims to have delivered everything; an entry at or below it that was
+        never applied is a gap in the watch (counted in ``gap_entries``, logged)."""
         client = self._ctx.require_client() if self._ctx.started else self._ctx.client
         assert client is not None
         view = protocol.read_view(client, self._ctx.keys, deadline, on_foreign=self._foreign)
         rev = view.revision
         self._note_heartbeat(view)
         self._cluster.replace(view)
-        self._catch_up(client, view, rev, deadline)
+        self._catch_up(client, view, rev, deadline, watched_upto)
         self._elector.refresh()
         return rev
 
-    def _catch_up(self, client: EtcdClient, view: View, rev: int, deadline: Deadline) -> None:
+    def _catch_up(
+        self, client: EtcdClient, view: View, rev: int, deadline: Deadline, watched_upto: int = 0
+    ) -> None:
         k = self._ctx.keys
         height = self._fsm.height
         end = prefix_end(k.log_prefix)
@@ -104,10 +204,12 @@ class Replicator:
                     )
                     continue
                 data = self._resolve(parsed.number, kv.value, kv.mod_revision, deadline)
-                if data is not None:
-                    self._fsm.apply_entry(
-                        parsed.number, data, kv.mod_revision, view.term_at(kv.mod_revision)
-                    )
+                if data is None:
+                    continue
+                term = view.term_at(kv.mod_revision)
+                applied = self._fsm.apply_entry(parsed.number, data, kv.mod_revision, term)
+                if applied and kv.mod_revision <= watched_upto:
+                    self._gap(parsed.number, kv.mod_revision, watched_upto)
             if not res.more or not res.kvs:
                 return
             start = res.kvs[-1].key + b"\x00"
@@ -221,10 +323,53 @@ class Replicator:
             # compacted past the commit revision: the pieces are still there, unchanged
             return self._read_pieces(manifest, 0, deadline)
 
-    def _on_compacted(self, compact_revision: int) -> int:
-        """Heal after the watch's next revision was compacted: re-read the namespace
-        (retried with backoff on transient failures, bounded, interruptible)."""
-        budget = max(self._ctx.config.shutdown_timeout, 5.0)
+    def _gap(self, height: int, rev: int, watched_upto: int) -> None:
+        self.gap_entries += 1
+        self._ctx.log.warning(
+            "the watch never delivered log/%d (revision %d, at or below revision %d it "
+            "had delivered up to); applied it from a range read. This is an etcd watch "
+            "fault: upgrade etcd (see docs/operations.md)",
+            height,
+            rev,
+            watched_upto,
+            extra=self._ctx.extra(height=height, index=rev),
+        )
+
+    # -- heals (on the applier) ----------------------------------------------------
+
+    def _on_compacted(self, compact_revision: int, watched_upto: int) -> int | None:
+        """The watch's next revision was compacted: heal on the applier (re-read the
+        namespace) and return the revision read at; None when it failed (the watch
+        retries later). Runs on the watch's supervisor thread, which only waits."""
+        return self._heal("compacted", watched_upto, max(self._ctx.config.shutdown_timeout, 5.0))
+
+    def _on_reconnect(self, watched_upto: int) -> int | None:
+        """The watch broke and is about to resume after ``watched_upto``: re-read the
+        namespace first, so events a faulty etcd does not replay on resume (etcd
+        3.5 issues 18089, 19179) are applied anyway. None: resume where it broke."""
+        return self._heal("reconnect", watched_upto, max(self._ctx.config.send_timeout, 1.0))
+
+    def _heal(self, why: str, watched_upto: int, budget: float) -> int | None:
+        item = _Heal(why, watched_upto)
+        with self._inbox_cond:
+            self._inbox.append(item)
+            self._inbox_cond.notify_all()
+        stopping = self._ctx.stopping
+        # the queue ahead of it is bounded (INBOX_BYTES); each batch's reads have
+        # their own deadline: this only stops waiting when the node stops
+        while not item.done.wait(0.2):
+            if stopping.is_set() or self.applier.stop_event.is_set():
+                return None
+        return item.revision
+
+    def _run_heal(self, item: _Heal) -> None:
+        """Re-read the namespace (retried with backoff on transient failures, bounded,
+        interruptible), then wake whoever acts on the view."""
+        budget = (
+            max(self._ctx.config.shutdown_timeout, 5.0)
+            if item.why == "compacted"
+            else max(self._ctx.config.send_timeout, 1.0)
+        )
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(EtcdUnavailableError),
             stop=tenacity.stop_any(
@@ -234,7 +379,27 @@ class Replicator:
             sleep=tenacity.sleep_using_event(self._ctx.stopping),
             reraise=True,
         )
-        return retrying(self.resync, Deadline(budget, self._ctx.stopping))
+        try:
+            item.revision = retrying(
+                self.resync, Deadline(budget, self._ctx.stopping), watched_upto=item.watched_upto
+            )
+        except EtcdraftError as exc:
+            self._ctx.warn_once("heal", "could not re-read the namespace (%s): %s", item.why, exc)
+        finally:
+            item.done.set()
+        if item.revision is not None:
+            self.heals[item.why] += 1
+            self._ctx.log.info(
+                "watch: re-read the namespace at revision %d before resuming after "
+                "revision %d (%s); applied height %d",
+                item.revision,
+                item.watched_upto,
+                item.why,
+                self._fsm.height,
+                extra=self._ctx.extra(height=self._fsm.height),
+            )
+            self._cluster.notify()
+            self._elector.wake()
 
     # -- the watch -------------------------------------------------------------------
 
@@ -248,6 +413,38 @@ class Replicator:
         )
 
     def _on_events(self, events: list[WatchEvent], top: int) -> None:
+        """On the watch reader: apply at once, or queue for the applier (see the
+        module's docstring). Waits while the queue is full (bounded by bytes)."""
+        log_prefix = self._ctx.keys.log_prefix
+        io = any(
+            not ev.deleted and ev.kv.key.startswith(log_prefix) and is_manifest(ev.kv.value)
+            for ev in events
+        )
+        with self._inbox_cond:
+            inline = not io and not self._inbox and not self._busy
+            if inline:
+                self._busy = True
+            else:
+                size = sum(len(ev.kv.value) for ev in events)
+                while (
+                    self._inbox_bytes
+                    and self._inbox_bytes + size > INBOX_BYTES
+                    and not self.applier.stop_event.is_set()
+                ):
+                    self._inbox_cond.wait(0.5)
+                self._inbox.append(_Batch(events, top, size))
+                self._inbox_bytes += size
+                self._inbox_cond.notify_all()
+        if not inline:
+            return
+        try:
+            self._process(events, top)
+        finally:
+            with self._inbox_cond:
+                self._busy = False
+                self._inbox_cond.notify_all()
+
+    def _process(self, events: list[WatchEvent], top: int) -> None:
         k = self._ctx.keys
         entries: list[tuple[int, bytes, int]] = []  # (height, value, revision)
         view_changed = False  # anything but log entries

@@ -40,6 +40,9 @@ class NodeStats:
         lease_ttl: the TTL etcd granted to the session lease (0 before start).
         keepalive_latency: round trip of the last answered keep-alive (seconds).
         watch_connected: the watch stream is open.
+        watch_gap_entries: log entries the watch never delivered, found and applied
+            by the range read that precedes every reopened watch (an etcd watch
+            fault; see docs/operations.md).
     """
 
     node_id: str
@@ -74,6 +77,7 @@ class NodeStats:
     lease_ttl: float = 0.0
     keepalive_latency: float = 0.0
     watch_connected: bool = False
+    watch_gap_entries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +87,7 @@ class NodeHealth:
     Attributes:
         stopping: ``stop()``/``shutdown()`` has begun (or the node is closed).
         dead_threads: the node's threads that are not running (``control``,
-            ``session``, ``watch``).
+            ``session``, ``watch``, ``apply``).
         session_live: the node has an etcd session whose lease cannot have expired.
         answering: the node's view answered within the probe's timeout (no thread
             holds it stuck).

@@ -14,8 +14,12 @@ requests never wait on each other). The loop:
   silently stopped carrying bytes is noticed and the watch moves to another endpoint;
 * handles ``created``, ``canceled`` (with ``compact_revision``) and the stream's end;
 * resumes from the last processed revision + 1, so nothing is missed or repeated;
-* on compaction calls ``on_compacted``, which heals (range reads) and returns the
-  revision to resume after.
+  before resuming a broken stream it calls ``on_reconnect``, which may heal (range
+  reads) and return a later revision to resume after;
+* on compaction calls ``on_compacted``, which heals and returns the revision to
+  resume after.
+
+Both callbacks run on the supervising thread, never on the reader.
 """
 
 from __future__ import annotations
@@ -51,8 +55,13 @@ class Watcher(Worker):
         prefix: key prefix to watch.
         handler: called in the reader thread with each batch of events (in revision
             order) and the batch's highest revision; must not block on etcd.
-        on_compacted: called when the next revision was compacted; heals and returns
-            the revision up to which state is now known (watch resumes after it).
+        on_compacted: called with the compact revision and the revision delivered up
+            to, when the next revision was compacted; heals and returns the revision
+            up to which state is now known (the watch resumes after it), or None when
+            it could not (the watch retries after a pause).
+        on_reconnect: called with the revision delivered up to before a broken stream
+            is reopened; returns a revision to resume after, or None to resume where
+            the stream broke.
         on_progress: called with a revision up to which everything was delivered.
         probe_after: quiet seconds after which the stream is probed.
         probe_timeout: how long the probe's answer may take.
@@ -65,8 +74,9 @@ class Watcher(Worker):
         prefix: bytes,
         start_revision: int,
         handler: Callable[[list[WatchEvent], int], None],
-        on_compacted: Callable[[int], int],
+        on_compacted: Callable[[int, int], int | None],
         *,
+        on_reconnect: Callable[[int], int | None] | None = None,
         on_progress: Callable[[int], None] | None = None,
         name: str = "etcdraft-watch",
         probe_after: float = 1.0,
@@ -78,7 +88,9 @@ class Watcher(Worker):
         self.next_revision = start_revision
         self.handler = handler
         self.on_compacted = on_compacted
+        self.on_reconnect = on_reconnect
         self.on_progress = on_progress
+        self._compact_revision = 0  # set by the reader when etcd says "compacted"
         super().__init__(name)
         self.probe_after = probe_after
         self.probe_timeout = probe_timeout
@@ -151,7 +163,15 @@ class Watcher(Worker):
 
     def _run(self) -> None:
         backoff = 0.0
+        heal_first = False  # reopening a broken stream: let on_reconnect heal first
         while not self.stop_event.is_set():
+            if heal_first and self.on_reconnect is not None:
+                upto = self.on_reconnect(self.next_revision - 1)
+                if self.stop_event.is_set():
+                    return
+                if upto is not None:  # else etcd is out of reach: retried before next open
+                    self.next_revision = max(self.next_revision, upto + 1)
+                    heal_first = False
             endpoint = self.client.preferred_endpoint()
             self._current_endpoint = endpoint
             self._endpoint_failed.clear()
@@ -180,7 +200,12 @@ class Watcher(Worker):
             if self.stop_event.is_set():
                 return
             self.reconnects += 1
-            if outcome in ("error", "eof"):
+            if outcome == "compacted":
+                outcome = self._compacted()
+                heal_first = outcome == "heal-failed"
+            else:
+                heal_first = True
+            if outcome in ("error", "eof", "heal-failed"):
                 backoff = min(max(backoff * 2, 0.02), 0.5)
                 self.stop_event.wait(backoff)
             else:
@@ -236,7 +261,8 @@ class Watcher(Worker):
     def _handle(self, msg: pb.WatchResponse, endpoint: str) -> str:
         if msg.canceled or msg.compact_revision:
             if msg.compact_revision:
-                return self._compacted(msg.compact_revision)
+                self._compact_revision = msg.compact_revision
+                return "compacted"
             log.debug("watch on %s canceled: %s", endpoint, msg.cancel_reason)
             self.client.report_failure(endpoint)
             return "error"
@@ -264,13 +290,15 @@ class Watcher(Worker):
                 self.on_progress(rev)
         return ""
 
-    def _compacted(self, compact_revision: int) -> str:
+    def _compacted(self) -> str:
         log.warning(
             "watch: revision %d was compacted (etcd compact revision %d); resynchronising",
             self.next_revision,
-            compact_revision,
+            self._compact_revision,
         )
         self.resyncs += 1
-        upto = self.on_compacted(compact_revision)
+        upto = self.on_compacted(self._compact_revision, self.next_revision - 1)
+        if upto is None:
+            return "heal-failed"
         self.next_revision = max(self.next_revision, upto + 1)
         return "resynced"

@@ -1169,7 +1169,8 @@ _PROXY_MODE = {
     "partition_reset": "reset",
     "partition_one_way": "one_way",
 }
-_RESYNC_MARK = b"was compacted"  # the watch's log line when it resynchronises
+#: the log line of every heal: before a reopened watch resumes, or after a compaction
+_RESYNC_MARK = b"watch: re-read the namespace at revision"
 
 
 class ChaosRun:
@@ -1539,7 +1540,8 @@ class ChaosRun:
         return f"; freed, db {shown} MiB" if ok else f"; NOT FREED (db {shown} MiB)"
 
     def resyncs(self, nid: str) -> int:
-        """How many times the node's watch resynchronised after a compaction (its log)."""
+        """How many times the node re-read the namespace before its watch resumed
+        (after a reconnect or a compaction; its log)."""
         try:
             return self.nodes[nid].log_path.read_bytes().count(_RESYNC_MARK)
         except FileNotFoundError:

@@ -66,7 +66,7 @@ def test_chaos_short_run() -> None:
         assert not missed, f"seed {seed}: these node faults never hit the leader: {missed}"
         stalls = [f for f in run.faults if f.kind == "slow_consumer"]
         assert all("resynced 0x" not in f.note for f in stalls), (
-            f"seed {seed}: a stalled follower did not go through the compaction path: "
+            f"seed {seed}: a stalled follower did not heal by a range read: "
             f"{[f.note for f in stalls]}"
         )
         full = [f for f in run.faults if f.kind == "etcd_nospace"]

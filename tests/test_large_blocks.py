@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -112,6 +113,39 @@ def drain(q: queue.Queue[RaftApplyMsg]) -> list[RaftApplyMsg]:
             out.append(q.get_nowait())
         except queue.Empty:
             return out
+
+
+def test_the_watch_reader_never_reads_etcd(harness: Harness) -> None:
+    """A follower that must read a large block's pieces back from etcd (its piece
+    buffer holds nothing) and heal a broken watch does that I/O on its applier
+    thread: no etcd call is made from the watch's threads."""
+    nodes = harness.cluster(2)
+    leader = one_leader(nodes)
+    (follower,) = followers_of(leader, nodes)
+    rep = follower._replicator
+    rep._pieces.max_bytes = 0  # every piece evicted: the manifest needs range reads
+    client = follower._ctx.client
+    assert client is not None
+    callers: list[str] = []
+    real_range = client.range
+
+    def range_spy(*args: Any, **kwargs: Any) -> Any:
+        callers.append(threading.current_thread().name)
+        return real_range(*args, **kwargs)
+
+    client.range = range_spy  # type: ignore[method-assign]
+    leader.broadcast(big_block(1, 3 * MAX_ENTRY_BYTES), timeout=BIG)
+    wait_until(lambda: follower.get_state().height == 1, 10, "the follower applies height 1")
+    assert any(name.startswith("etcdraft-apply-") for name in callers), callers
+    heals = rep.heals["reconnect"]
+    watcher = rep.watcher
+    assert watcher is not None
+    client.report_failure(watcher._current_endpoint)  # the watch breaks and heals
+    wait_until(lambda: rep.heals["reconnect"] > heals, 10, "a reconnect heal")
+    leader.broadcast(big_block(2, 2 * MAX_ENTRY_BYTES), timeout=BIG)
+    wait_until(lambda: follower.get_state().height == 2, 10, "the follower applies height 2")
+    watch_threads = sorted({n for n in callers if n.startswith("etcdraft-watch-")})
+    assert not watch_threads, f"etcd reads on the watch's threads: {watch_threads}"
 
 
 # ----------------------------------------------------------------------- sizes

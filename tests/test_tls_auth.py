@@ -442,7 +442,7 @@ def test_watch_liveness_probe_works_for_a_user_confined_to_the_namespace(
         _auth_namespace().encode() + b"/",
         1,
         lambda events, top: None,
-        lambda compact: 0,
+        lambda compact, upto: 0,
         probe_after=0.2,
         probe_timeout=1.0,
     )

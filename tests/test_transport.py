@@ -198,7 +198,7 @@ def test_hasleader_moves_the_watch_off_a_member_without_a_leader(
         b"/hasleader/",
         1,
         lambda events, top: None,
-        lambda compact: 0,
+        lambda compact, upto: 0,
         probe_after=30.0,  # no probe: only hasleader can end the stream here
         probe_timeout=30.0,
     )

@@ -30,7 +30,7 @@ def client(etcd: object) -> Iterator[EtcdClient]:
         c.close()
 
 
-def _no_compaction(_rev: int) -> int:
+def _no_compaction(_rev: int, _upto: int) -> int:
     raise AssertionError("no compaction expected in this test")
 
 

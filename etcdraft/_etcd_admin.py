@@ -59,7 +59,7 @@ class EtcdAdmin:
 
     def status(self, url: str, deadline: Deadline | None = None) -> EndpointStatus:
         """``Maintenance/Status`` of the member at ``url`` (no failover)."""
-        ep = self._client._endpoint(url)
+        ep = self._client._eps.get(url)
         d = deadline or Deadline(DEFAULT_TIMEOUT)
         resp: pb.StatusResponse = self._client._call_once(
             ep, lambda s: s.maintenance.Status, pb.StatusRequest(), d.remaining(), 0
@@ -106,7 +106,7 @@ class EtcdAdmin:
         """Defragment the member at ``url`` (no failover; it blocks that member)."""
         d = deadline or Deadline(30.0)
         self._client._call_once(
-            self._client._endpoint(url),
+            self._client._eps.get(url),
             lambda s: s.maintenance.Defragment,
             pb.DefragmentRequest(),
             d.remaining(),
@@ -119,7 +119,7 @@ class EtcdAdmin:
         """Ask the etcd leader (at ``url``) to hand its raft leadership to a member."""
         d = deadline or Deadline(DEFAULT_TIMEOUT)
         self._client._call_once(
-            self._client._endpoint(url),
+            self._client._eps.get(url),
             lambda s: s.maintenance.MoveLeader,
             pb.MoveLeaderRequest(targetID=target_member_id),
             d.remaining(),

@@ -207,7 +207,7 @@ class KeepAliveStream:
             if lease_id != resp.ID and resp.ID:
                 continue  # an answer for an older lease of this stream
             try:
-                self._client._check_header(self._client._endpoint(stream.endpoint), resp.header, 0)
+                self._client.check_answer(stream.endpoint, resp.header)
             except TransientError as exc:  # a member whose raft term went backwards
                 last = exc
                 self.close()

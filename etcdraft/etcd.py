@@ -1,7 +1,8 @@
 """The one client of etcd: etcd's native v3 gRPC API through grpcio.
 
 Only this module and its parts import ``grpc`` and catch ``grpc.RpcError``:
-``_etcd_wire`` (the messages), ``_etcd_conn`` (channels and stubs), ``_etcd_streams``
+``_etcd_wire`` (the messages), ``_etcd_conn`` (channels and stubs), ``_etcd_endpoints``
+(endpoint choice, the trust check of answers, auth tokens), ``_etcd_streams``
 (the watch and keep-alive streams), ``_etcd_admin`` (maintenance and cluster calls),
 ``_etcd_tls`` (the trust store) and ``_etcd_errors`` (the mapping). Every failure leaves
 as one of :mod:`etcdraft.errors`, mapped in :func:`map_rpc_error` from the gRPC status
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,6 +40,7 @@ import grpc
 from etcdraft._deadline import Deadline
 from etcdraft._etcd_admin import AlarmInfo, EndpointStatus, EtcdAdmin, EtcdMember
 from etcdraft._etcd_conn import Channels, ConnectionSettings, Endpoint, Stubs
+from etcdraft._etcd_endpoints import MIN_ATTEMPT, EndpointSet, TokenAuth
 from etcdraft._etcd_errors import (
     CompactedError,
     LeaseNotFoundError,
@@ -68,11 +69,8 @@ from etcdraft._etcd_wire import (
     prefix_end,
 )
 from etcdraft.errors import (
-    EtcdAuthError,
     EtcdError,
     EtcdraftError,
-    EtcdTimeoutError,
-    EtcdUnavailableError,
 )
 from etcdraft.proto import etcd_rpc_pb2 as pb
 
@@ -107,12 +105,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Extra wait added to a caller's deadline when it is split across endpoints.
-MIN_ATTEMPT = 0.05
 #: Default deadline of a call made without one.
 DEFAULT_TIMEOUT = 5.0
-#: How long a failed endpoint is tried last.
-BAD_FOR = 1.0
 
 _T = TypeVar("_T")
 
@@ -155,8 +149,6 @@ class EtcdClient:
                 "etcd endpoints mix http:// and https://: use one scheme for every endpoint"
             )
         self.name = name
-        self._username = username
-        self._password = password
         tls = TlsSettings(
             ca_file=ca_file,
             cert_file=cert_file,
@@ -165,14 +157,8 @@ class EtcdClient:
             server_name=server_name,
         )
         self.channels = Channels(tls, connection or ConnectionSettings())
-        self._lock = threading.Lock()
-        self._endpoints = [Endpoint(url, self.channels) for url in endpoints]
-        self._preferred = 0
-        self._max_revision = 0
-        self._on_endpoint_failure: list[Callable[[str], None]] = []
-        self.failovers = 0
-        self.authentications = 0
-        self._tls_warned = False
+        self._auth = TokenAuth(username, password, DEFAULT_TIMEOUT)
+        self._eps = EndpointSet(endpoints, self.channels, self._auth)
         self.admin = EtcdAdmin(self)
         if 0 < self.channels.settings.keepalive_time < 5.0:
             log.warning(
@@ -181,7 +167,7 @@ class EtcdClient:
                 "unless its own setting was lowered to match",
                 self.channels.settings.keepalive_time,
             )
-        if username and self._endpoints[0].secure is False:
+        if username and self._eps.all[0].secure is False:
             log.warning(
                 "etcd user %r authenticates over plain http://: the password crosses the "
                 "network unencrypted; use https:// endpoints",
@@ -214,121 +200,38 @@ class EtcdClient:
 
     @property
     def endpoints(self) -> list[str]:
-        return [e.url for e in self._endpoints]
+        return [e.url for e in self._eps.all]
 
     @property
     def max_revision(self) -> int:
         """The highest etcd revision seen in any response."""
-        return self._max_revision
+        return self._eps.max_revision
+
+    @property
+    def failovers(self) -> int:
+        """Times the preferred endpoint moved on after a failure."""
+        return self._eps.failovers
+
+    @property
+    def authentications(self) -> int:
+        """Tokens obtained from etcd (one per expiry, not one per thread)."""
+        return self._auth.authentications
 
     def on_endpoint_failure(self, callback: Callable[[str], None]) -> None:
         """Register ``callback(endpoint_url)``, called when an endpoint fails."""
-        self._on_endpoint_failure.append(callback)
-
-    def _order(self) -> list[Endpoint]:
-        now = time.monotonic()
-        with self._lock:
-            start = self._preferred
-        eps = self._endpoints[start:] + self._endpoints[:start]
-        good = [e for e in eps if e.bad_until <= now]
-        bad = [e for e in eps if e.bad_until > now]
-        return good + bad
-
-    def _mark_bad(self, ep: Endpoint, seconds: float = BAD_FOR) -> None:
-        ep.bad_until = time.monotonic() + seconds
-        with self._lock:
-            if self._endpoints[self._preferred] is ep and len(self._endpoints) > 1:
-                self._preferred = (self._endpoints.index(ep) + 1) % len(self._endpoints)
-                self.failovers += 1
-        for cb in list(self._on_endpoint_failure):
-            try:
-                cb(ep.url)
-            except Exception:  # a listener must never break the request path
-                log.exception("endpoint failure listener failed")
-
-    def _mark_good(self, ep: Endpoint) -> None:
-        if ep.bad_until:
-            ep.bad_until = 0.0
-        if self._endpoints[self._preferred] is not ep:
-            with self._lock:
-                self._preferred = self._endpoints.index(ep)
-
-    def _endpoint(self, url: str) -> Endpoint:
-        for ep in self._endpoints:
-            if ep.url == url.rstrip("/"):
-                return ep
-        raise ValueError(f"unknown endpoint {url}")
+        self._eps.listen(callback)
 
     def preferred_endpoint(self) -> str:
-        return self._order()[0].url
+        return self._eps.order()[0].url
 
     def report_failure(self, url: str) -> None:
-        self._mark_bad(self._endpoint(url))
+        self._eps.mark_bad(self._eps.get(url))
 
-    # -- auth ------------------------------------------------------------------------
+    def check_answer(self, url: str, header: pb.ResponseHeader) -> None:
+        """Check a stream's answer from ``url`` like a request's (see EndpointSet)."""
+        self._eps.check_header(self._eps.get(url), header, 0)
 
-    def _metadata(self, ep: Endpoint, deadline: Deadline) -> tuple[tuple[str, str], ...] | None:
-        if not self._username:
-            return None
-        token = ep.token
-        if token is None:
-            self._renew_token(ep, None, deadline)
-            token = ep.token
-        return (("token", token or ""),)
-
-    def _renew_token(self, ep: Endpoint, stale: str | None, deadline: Deadline) -> None:
-        """Get a new token for ``ep`` unless another thread already replaced ``stale``:
-        one authentication per expiry, the other threads wait for it."""
-        with ep.auth_lock:
-            if ep.token is not None and ep.token != stale:
-                return
-            ep.token = None
-            timeout = max(MIN_ATTEMPT, min(deadline.remaining(), DEFAULT_TIMEOUT))
-            req = pb.AuthenticateRequest(name=self._username or "", password=self._password or "")
-            try:
-                resp = ep.stubs().auth.Authenticate(req, timeout=timeout)
-            except grpc.RpcError as exc:
-                err = map_grpc_error(exc, ep.url)
-                if isinstance(err, TransientError):
-                    raise err from None
-                raise EtcdAuthError(
-                    f"etcd at {ep.url} rejected user {self._username!r}: {exc.details()}; "
-                    "check username and password",
-                    endpoint=ep.url,
-                ) from None
-            self.authentications += 1
-            ep.token = resp.token
-            log.debug("authenticated as %r on %s", self._username, ep.url)
-
-    def _warn_tls(self, exc: EtcdraftError) -> None:
-        if not self._tls_warned:
-            self._tls_warned = True
-            log.warning("etcd refuses the TLS connection on every endpoint: %s", exc)
-
-    # -- core request ------------------------------------------------------------
-
-    def _check_header(self, ep: Endpoint, header: pb.ResponseHeader, floor: int) -> None:
-        rev = header.revision
-        term = header.raft_term
-        if rev and rev < floor:
-            raise TransientError(
-                f"etcd at {ep.url} answered at revision {rev}, below revision {floor} "
-                "already observed: its view went backwards, not trusting it",
-                endpoint=ep.url,
-                reason="stale_member",
-            )
-        if term and term < ep.raft_term:
-            raise TransientError(
-                f"etcd at {ep.url} reported raft term {term} below {ep.raft_term}",
-                endpoint=ep.url,
-                reason="stale_member",
-            )
-        if term > ep.raft_term:
-            ep.raft_term = term
-        if rev > self._max_revision:
-            with self._lock:
-                if rev > self._max_revision:
-                    self._max_revision = rev
+    # -- requests --------------------------------------------------------------------
 
     def _call_once(
         self,
@@ -339,18 +242,7 @@ class EtcdClient:
         floor: int,
         lane: str = "data",
     ) -> Any:
-        deadline = Deadline(timeout)
-        metadata = self._metadata(ep, deadline)
-        try:
-            resp = call(ep.stubs(lane))(
-                req, timeout=max(0.001, deadline.remaining()), metadata=metadata
-            )
-        except grpc.RpcError as exc:
-            raise map_grpc_error(exc, ep.url) from None
-        header = getattr(resp, "header", None)
-        if header is not None:
-            self._check_header(ep, header, floor)
-        return resp
+        return self._eps.call_once(ep, call, req, timeout, floor, lane)
 
     def request(
         self,
@@ -363,81 +255,17 @@ class EtcdClient:
         check_floor: bool = True,
         lane: str = "data",
     ) -> _T:
-        """Call ``call(stubs)(req)`` with endpoint failover until ``deadline``.
-
-        Args:
-            call: picks the method from an endpoint's stubs, e.g. ``lambda s: s.kv.Txn``.
-            retry_ambiguous: retry after a failure where the request may have been
-                applied (a timeout). True for idempotent and fenced operations.
-            check_floor: reject answers whose revision is below one seen before.
-            lane: ``data``, or ``control`` for leadership traffic (its own connection).
-
-        Raises:
-            EtcdTimeoutError: the deadline expired (the last cause is chained).
-            EtcdUnavailableError: not retryable any more.
-            EtcdAuthError, EtcdRequestError, CompactedError, LeaseNotFoundError, EtcdError.
-        """
-        last: EtcdraftError | None = None
-        attempt = 0
-        tls_failures = 0
-        renewed_tls: set[Endpoint] = set()
-        while True:
-            order = self._order()
-            for i, ep in enumerate(order):
-                remaining = deadline.remaining()
-                if remaining <= 0 or deadline.cancelled():
-                    break
-                share = remaining / (len(order) - i)
-                timeout = max(min(share, remaining), min(MIN_ATTEMPT, remaining))
-                floor = self._max_revision if check_floor else 0
-                attempt += 1
-                try:
-                    resp = self._call_once(ep, call, req, timeout, floor, lane)
-                except TokenExpired as exc:
-                    last = exc
-                    try:
-                        self._renew_token(ep, ep.token, deadline)
-                    except TransientError as auth_exc:
-                        last = auth_exc
-                        self._mark_bad(ep)
-                    continue
-                except TransientError as exc:
-                    last = exc
-                    if isinstance(exc, TlsError) and ep not in renewed_tls:
-                        # a channel reconnects with the credentials it was made with:
-                        # make a new one, which reads the certificate files again
-                        # (rotated on disk meanwhile?), and try this endpoint once more
-                        renewed_tls.add(ep)
-                        ep.reset()
-                        continue
-                    self._mark_bad(ep)
-                    if isinstance(exc, TlsError):
-                        tls_failures += 1
-                        if tls_failures >= len(self._endpoints):
-                            # every endpoint refuses our TLS: configuration, not an outage
-                            self._warn_tls(exc)
-                            raise EtcdAuthError(str(exc), endpoint=ep.url) from exc
-                    if not retry_ambiguous and not exc.never_sent:
-                        raise EtcdUnavailableError(
-                            f"{exc} (not retried: the request may have been applied)",
-                            endpoint=ep.url,
-                            reason=exc.reason,
-                        ) from exc
-                    log.debug("etcd %s failed on %s: %s", what, ep.url, exc)
-                    continue
-                self._mark_good(ep)
-                return resp  # type: ignore[no-any-return]
-            if deadline.remaining() <= 0 or deadline.cancelled():
-                break
-            # every endpoint failed fast (e.g. connection refused): back off a little
-            deadline.sleep(min(0.05 * attempt, 0.25))
-        msg = f"etcd {what} failed on every endpoint ({', '.join(self.endpoints)})"
-        if last is None:
-            raise EtcdTimeoutError(f"{msg}: deadline expired before any attempt", reason="deadline")
-        raise EtcdTimeoutError(
-            f"{msg} within the deadline; last error: {last}",
-            reason=getattr(last, "reason", "") or "timeout",
-        ) from last
+        """Call ``call(stubs)(req)`` with endpoint failover until ``deadline`` (see
+        :meth:`etcdraft._etcd_endpoints.EndpointSet.request`)."""
+        return self._eps.request(
+            call,
+            req,
+            deadline,
+            what=what,
+            retry_ambiguous=retry_ambiguous,
+            check_floor=check_floor,
+            lane=lane,
+        )
 
     # -- KV ----------------------------------------------------------------------
 
@@ -520,10 +348,10 @@ class EtcdClient:
         """
         results: list[TxnResult | None] = [None] * len(txns)
         retry: list[int] = []
-        ep = self._order()[0]
+        ep = self._eps.order()[0]
         for start in range(0, len(txns), window):
             batch = range(start, min(start + window, len(txns)))
-            metadata = self._metadata(ep, deadline)
+            metadata = self._auth.metadata(ep, deadline, MIN_ATTEMPT)
             futures = []
             now = time.monotonic()
             for i in batch:
@@ -548,7 +376,7 @@ class EtcdClient:
                         retry.append(i)
                         continue
                     raise err from None
-                self._check_header(ep, resp.header, 0)
+                self._eps.check_header(ep, resp.header, 0)
                 results[i] = TxnResult(resp.succeeded, resp.header.revision, list(resp.responses))
         for i in retry:
             compare, success = txns[i]
@@ -628,23 +456,6 @@ class EtcdClient:
         """A ``LeaseKeepAlive`` stream that fails over between endpoints."""
         return KeepAliveStream(self, name)
 
-    # -- probes and operator calls -------------------------------------------------------
-
-    def probe(self, url: str, deadline: Deadline, key: bytes = b"\x00etcdraft-probe") -> None:
-        """One linearizable read on ``url`` only (no failover): is it serving?
-
-        ``key`` must be readable by the user: pass a key under the namespace, since a
-        role may grant nothing else."""
-        ep = self._endpoint(url)
-        req = pb.RangeRequest(key=key, count_only=True)
-        timeout = max(MIN_ATTEMPT, min(deadline.remaining(), DEFAULT_TIMEOUT))
-        try:
-            self._call_once(ep, lambda s: s.kv.Range, req, timeout, self._max_revision)
-        except TokenExpired:  # a stale token says nothing about the endpoint
-            self._renew_token(ep, ep.token, deadline)
-            timeout = max(MIN_ATTEMPT, min(deadline.remaining(), DEFAULT_TIMEOUT))
-            self._call_once(ep, lambda s: s.kv.Range, req, timeout, self._max_revision)
-
     # -- streams -----------------------------------------------------------------------
 
     def open_stream(
@@ -663,8 +474,8 @@ class EtcdClient:
 
         ``dedicated``: on a channel (connection) of its own, closed with the stream;
         otherwise on the endpoint's ``lane``."""
-        ep = self._endpoint(url)
-        md = list(self._metadata(ep, deadline or Deadline(DEFAULT_TIMEOUT)) or ())
+        ep = self._eps.get(url)
+        md = list(self._auth.metadata(ep, deadline or Deadline(DEFAULT_TIMEOUT), MIN_ATTEMPT) or ())
         md.append(("hasleader", "true"))
         channel = self.channels.new(ep, dedicated=True) if dedicated else None
         stubs = Stubs(channel) if channel is not None else ep.stubs(lane)
@@ -681,16 +492,16 @@ class EtcdClient:
     def stream_failed(self, stream: BidiStream, exc: EtcdraftError) -> None:
         """A stream's owner reports its failure: a stale token is renewed (once, for
         every stream that saw it); any other failure marks the endpoint bad."""
-        ep = self._endpoint(stream.endpoint)
+        ep = self._eps.get(stream.endpoint)
         if isinstance(exc, TokenExpired):
             with contextlib.suppress(EtcdraftError):
-                self._renew_token(ep, stream.token, Deadline(DEFAULT_TIMEOUT))
+                self._auth.renew(ep, stream.token, Deadline(DEFAULT_TIMEOUT), MIN_ATTEMPT)
             return
         if isinstance(exc, TlsError):
             ep.reset()  # the next connection reads the certificate files again
-        self._mark_bad(ep)
+        self._eps.mark_bad(ep)
 
     def close(self) -> None:
         self.channels.closed = True
-        for ep in self._endpoints:
+        for ep in self._eps.all:
             ep.reset()

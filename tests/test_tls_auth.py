@@ -547,7 +547,7 @@ def test_client_reauthenticates_after_its_token_expired(short_token_etcd: EtcdCl
     client = EtcdClient([endpoint], username="app", password=APP_PW)
     try:
         client.put(key, b"v1", Deadline(5.0))
-        ep = client._endpoint(endpoint)
+        ep = client._eps.get(endpoint)
         old_token = ep.token
         assert old_token
 

@@ -23,7 +23,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import NoReturn, Protocol
+from typing import NoReturn, Protocol, TypeVar
+
+import tenacity
 
 from etcdraft.config import Config
 from etcdraft.errors import EtcdraftError, LeadershipLostError, WorkerError
@@ -38,6 +40,26 @@ log = logging.getLogger(__name__)
 CATCH_UP_POLL = 0.1
 #: Upper bound of one wait for a role change (leadership is also time-based).
 ROLE_POLL = 0.1
+
+
+_T = TypeVar("_T")
+
+
+def _poll(
+    check: Callable[[], _T], done: Callable[[_T], bool], timeout: float, stop: threading.Event
+) -> _T:
+    """``check()`` every ``CATCH_UP_POLL`` until ``done`` says so, ``timeout`` passed or
+    ``stop`` is set; returns the last result (see ``done`` for which it was)."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda result: not done(result)),
+        wait=tenacity.wait_fixed(CATCH_UP_POLL),
+        stop=tenacity.stop_any(
+            tenacity.stop_after_delay(timeout), tenacity.stop_when_event_set(stop)
+        ),
+        sleep=tenacity.sleep_using_event(stop),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+    )
+    return retrying(check)
 
 
 class WorkerReturnedEarly(EtcdraftError):
@@ -220,12 +242,8 @@ class DynamicLeaderElection:
         node = self._node
         cfg = node.config
         self._wait_applied(cfg.send_timeout)
-        state = node.get_state()
-        if state.height == 0:
-            deadline = time.monotonic() + cfg.send_timeout
-            while state.height == 0 and time.monotonic() < deadline and not self._stop.is_set():
-                self._stop.wait(min(CATCH_UP_POLL, max(0.0, deadline - time.monotonic())))
-                state = node.get_state()
+        # a node that just started may not have applied the first block yet
+        state = _poll(node.get_state, lambda st: st.height != 0, cfg.send_timeout, self._stop)
         runnable = self._follower_factory()
         try:
             diff = runnable.is_synced(state)
@@ -270,20 +288,23 @@ class DynamicLeaderElection:
                     -diff,
                     state.height,
                 )
-                deadline = time.monotonic() + cfg.shutdown_timeout
-                while True:
-                    if not node.is_leader():
-                        self._log.info("lost leadership while waiting for the store to catch up")
-                        return False
-                    state = node.get_state()
-                    diff = self._is_synced(follower.runnable, state)
-                    if diff is None or diff >= -1:
-                        break
-                    if time.monotonic() >= deadline or self._stop.is_set():
-                        self._log.info("store did not catch up in time: abdicating")
-                        self._handover("store too far behind")
-                        return False
-                    self._stop.wait(CATCH_UP_POLL)
+                runnable = follower.runnable
+
+                def look() -> tuple[bool, RaftBlockState, int | None]:
+                    st = node.get_state()
+                    return node.is_leader(), st, self._is_synced(runnable, st)
+
+                def settled(seen: tuple[bool, RaftBlockState, int | None]) -> bool:
+                    return not seen[0] or seen[2] is None or seen[2] >= -1
+
+                leading, state, diff = seen = _poll(look, settled, cfg.shutdown_timeout, self._stop)
+                if not leading:
+                    self._log.info("lost leadership while waiting for the store to catch up")
+                    return False
+                if not settled(seen):
+                    self._log.info("store did not catch up in time: abdicating")
+                    self._handover("store too far behind")
+                    return False
             if diff is None or diff != 0:
                 self._log.info(
                     "became leader with the store %s the replicated state: recovering",

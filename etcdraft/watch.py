@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import tenacity
+
 from etcdraft._worker import Worker
 from etcdraft.errors import EtcdraftError
 from etcdraft.etcd import KV, BidiStream, EtcdClient, pb, prefix_end
@@ -39,6 +41,9 @@ __all__ = ["WatchEvent", "Watcher"]
 log = logging.getLogger(__name__)
 
 _DELETE = 1  # mvccpb.Event.DELETE
+
+#: How a stream ended when the next open should wait (the wait grows while they repeat).
+_PAUSE_AFTER = frozenset({"open-failed", "error", "eof", "heal-failed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,7 @@ class Watcher(Worker):
         self.on_reconnect = on_reconnect
         self.on_progress = on_progress
         self._compact_revision = 0  # set by the reader when etcd says "compacted"
+        self._heal_first = False  # a stream broke: on_reconnect heals before the next
         super().__init__(name)
         self.probe_after = probe_after
         self.probe_timeout = probe_timeout
@@ -162,54 +168,61 @@ class Watcher(Worker):
         return stream
 
     def _run(self) -> None:
-        backoff = 0.0
-        heal_first = False  # reopening a broken stream: let on_reconnect heal first
         while not self.stop_event.is_set():
-            if heal_first and self.on_reconnect is not None:
-                upto = self.on_reconnect(self.next_revision - 1)
-                if self.stop_event.is_set():
-                    return
-                if upto is not None:  # else etcd is out of reach: retried before next open
-                    self.next_revision = max(self.next_revision, upto + 1)
-                    heal_first = False
-            endpoint = self.client.preferred_endpoint()
-            self._current_endpoint = endpoint
-            self._endpoint_failed.clear()
-            self._wake.clear()
-            try:
-                stream = self._open(endpoint)
-            except EtcdraftError as exc:
-                log.debug("watch: cannot open on %s: %s", endpoint, exc)
-                self.client.report_failure(endpoint)
-                backoff = min(max(backoff * 2, 0.02), 0.5)
-                self.stop_event.wait(backoff)
-                continue
-            self._stream = stream
-            try:
-                outcome = self._consume(stream, endpoint)
-            except Exception as exc:  # a handler bug must not kill the watch silently
-                log.exception("watch handler failed; reconnecting")
-                self.error = exc
-                outcome = "error"
-            finally:
-                stream.close(join=1.0)  # its reader thread ends with it
-                self._stream = None
-                self.connected.clear()
-                with self._handle_lock:  # the old reader's message, if any, is done
-                    self._generation += 1
+            # one policy per run of failures: the pause before the next open grows
+            # from 20 ms to 0.5 s while streams keep failing, and starts over after a
+            # stream that ended for a reason other than a failure of its own
+            retrying = tenacity.Retrying(
+                retry=tenacity.retry_if_result(lambda outcome: outcome in _PAUSE_AFTER),
+                wait=tenacity.wait_exponential(multiplier=0.02, max=0.5),
+                stop=tenacity.stop_when_event_set(self.stop_event),
+                sleep=tenacity.sleep_using_event(self.stop_event),
+                retry_error_callback=lambda _state: "stopped",
+            )
+            retrying(self._one_stream)
+
+    def _one_stream(self) -> str:
+        """Heal if a broken stream asked for it, open a stream, supervise it until it
+        ends; returns why it ended."""
+        if self._heal_first and self.on_reconnect is not None:
+            upto = self.on_reconnect(self.next_revision - 1)
             if self.stop_event.is_set():
-                return
-            self.reconnects += 1
-            if outcome == "compacted":
-                outcome = self._compacted()
-                heal_first = outcome == "heal-failed"
-            else:
-                heal_first = True
-            if outcome in ("error", "eof", "heal-failed"):
-                backoff = min(max(backoff * 2, 0.02), 0.5)
-                self.stop_event.wait(backoff)
-            else:
-                backoff = 0.0
+                return "stopped"
+            if upto is not None:  # else etcd is out of reach: retried before next open
+                self.next_revision = max(self.next_revision, upto + 1)
+                self._heal_first = False
+        endpoint = self.client.preferred_endpoint()
+        self._current_endpoint = endpoint
+        self._endpoint_failed.clear()
+        self._wake.clear()
+        try:
+            stream = self._open(endpoint)
+        except EtcdraftError as exc:
+            log.debug("watch: cannot open on %s: %s", endpoint, exc)
+            self.client.report_failure(endpoint)
+            return "open-failed"
+        self._stream = stream
+        try:
+            outcome = self._consume(stream, endpoint)
+        except Exception as exc:  # a handler bug must not kill the watch silently
+            log.exception("watch handler failed; reconnecting")
+            self.error = exc
+            outcome = "error"
+        finally:
+            stream.close(join=1.0)  # its reader thread ends with it
+            self._stream = None
+            self.connected.clear()
+            with self._handle_lock:  # the old reader's message, if any, is done
+                self._generation += 1
+        if self.stop_event.is_set():
+            return "stopped"
+        self.reconnects += 1
+        if outcome == "compacted":
+            outcome = self._compacted()
+            self._heal_first = outcome == "heal-failed"
+        else:
+            self._heal_first = True  # a broken stream: heal before the next one
+        return outcome
 
     def _consume(self, stream: BidiStream, endpoint: str) -> str:
         """Supervise a stream whose reader handles the messages: wake when it ends,

@@ -290,7 +290,7 @@ def _size(n: int) -> str:
 
 def _cmd_node(args: argparse.Namespace) -> int:
     from etcdraft.config import Config
-    from etcdraft.toy import run_node
+    from etcdraft.demo.toy import run_node
 
     stop = threading.Event()
     _install_stop_handlers(stop)

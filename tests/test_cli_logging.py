@@ -16,7 +16,7 @@ from etcdraft.logging_setup import configure, parse_level
 
 PACKAGE = Path(__file__).resolve().parent.parent / "etcdraft"
 #: programs (not library code): they may print (paths relative to the package)
-PROGRAMS = {"cli.py", "demo/run.py", "demo/toy.py"}
+PROGRAMS = {"cli", "demo/run.py", "demo/toy.py"}
 
 
 @pytest.fixture(autouse=True)

@@ -151,27 +151,22 @@ def verify(
     log_holes = sum(1 for h in range(pruned + 1, top + 1) if h not in etcd_log)
     blocks = len(etcd_log) + pruned
     failovers = [f.ms for f in faults if f.ms is not None]
-    problems: list[str] = []
-    if etcd_error:
-        problems.append(f"could not read etcd's log to verify: {etcd_error}")
-    if double_signs:
-        problems.append(f"{double_signs} heights with two different blocks")
-    if missing:
-        problems.append(f"{len(missing)} acknowledged heights missing from etcd: {missing[:5]}")
-    if holes:
-        problems.append(f"{holes} heights missing in applied streams")
-    if order_violations:
-        problems.append(f"{order_violations} index/term order violations in applied streams")
-    if unexpected_exits:
-        problems.append(f"{unexpected_exits} node processes exited on their own")
     stuck = [f for f in faults if f.t_leader is None and end_t - f.t > FAILOVER_LIMIT]
-    if stuck:
-        problems.append(
+    checks: list[tuple[object, str]] = [
+        (etcd_error, f"could not read etcd's log to verify: {etcd_error}"),
+        (double_signs, f"{double_signs} heights with two different blocks"),
+        (missing, f"{len(missing)} acknowledged heights missing from etcd: {missing[:5]}"),
+        (holes, f"{holes} heights missing in applied streams"),
+        (order_violations, f"{order_violations} index/term order violations in applied streams"),
+        (unexpected_exits, f"{unexpected_exits} node processes exited on their own"),
+        (
+            stuck,
             f"{len(stuck)} faults got no new leader within {FAILOVER_LIMIT:g}s "
-            f"({', '.join(f'{f.kind} {f.node}' for f in stuck)})"
-        )
-    if blocks == 0 and not interrupted:
-        problems.append("no block was produced")
+            f"({', '.join(f'{f.kind} {f.node}' for f in stuck)})",
+        ),
+        (blocks == 0 and not interrupted, "no block was produced"),
+    ]
+    problems = [text for failed, text in checks if failed]
     return DemoResult(
         nodes=len(record_dirs),
         blocks=blocks,

@@ -15,8 +15,6 @@ from etcdraft.embedded.process import with_parent_death_signal
 
 __all__ = ["NodeProc"]
 
-# ---------------------------------------------------------------------------- processes
-
 
 class NodeProc:
     """One toy node process, restartable."""

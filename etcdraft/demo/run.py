@@ -39,9 +39,6 @@ FAULT_MARGIN = 2.5
 REFRESH = 0.25
 
 
-# ---------------------------------------------------------------------------- the run
-
-
 class _Stop:
     """SIGINT/SIGTERM end the run early (a second Ctrl-C aborts the summary)."""
 

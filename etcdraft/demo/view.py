@@ -8,8 +8,6 @@ from typing import IO
 
 from etcdraft.demo.check import DemoResult
 
-# ---------------------------------------------------------------------------- the view
-
 
 class _View:
     def __init__(self, mode: str, out: IO[str]) -> None:

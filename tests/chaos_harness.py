@@ -5,7 +5,7 @@ Import from tests as ``from chaos_harness import ...`` (``tests/`` is on ``sys.p
 under pytest; ``tests/soak.py`` runs it as a script).
 
 * :class:`ChaosRun` starts an :class:`~etcdraft.embedded.EtcdCluster` of 3 members and
-  3 ``python -m etcdraft.toy`` processes that record every acknowledged broadcast,
+  3 ``python -m etcdraft.demo.toy`` processes that record every acknowledged broadcast,
   every applied entry and every role change durably (``acks.jsonl``,
   ``applied.jsonl``, ``events.jsonl``, times on ``time.monotonic()``, one clock for
   every process of the machine). It injects faults one at a time, drawn from
@@ -1297,7 +1297,7 @@ class ChaosRun:
             self.proxies[nid] = [FaultProxy(m.client_port) for m in self.cluster.members]
             rd = self.base / nid
             argv = [
-                sys.executable, "-m", "etcdraft.toy",
+                sys.executable, "-m", "etcdraft.demo.toy",
                 "--node-id", nid,
                 "--endpoints", ",".join(p.url for p in self.proxies[nid]),
                 "--namespace", self.namespace,

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from etcdraft.demo_check import Fault, _incarnations, read_jsonl, verify
+from etcdraft.demo.check import Fault, _incarnations, verify
+from etcdraft.demo.records import read_jsonl
 
 
 def _cmdlines() -> list[str]:

@@ -150,7 +150,8 @@ def test_paused_leader_process_is_deposed_and_cannot_write_on_resume(
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for i in (1, 2, 3):
         args = [
-            sys.executable, "-m", "etcdraft.toy", "--node-id", f"n{i}", "--raft-addr", f"n{i}:1",
+            sys.executable, "-m", "etcdraft.demo.toy",
+            "--node-id", f"n{i}", "--raft-addr", f"n{i}:1",
             "--endpoints", ",".join(cluster.endpoints), "--namespace", "/ft", "--peers", peers,
             "--record-dir", str(tmp_path / f"n{i}"), "--block-interval", "0.02",
             "--election-timeout", "6s", "--heartbeat-timeout", "300ms",

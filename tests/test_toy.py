@@ -1,4 +1,4 @@
-"""The toy sequencer (``etcdraft.toy``, used by the demo, ``etcdraft node`` and the
+"""The toy sequencer (``etcdraft.demo.toy``, used by the demo, ``etcdraft node`` and the
 chaos suite) as a leader worker under ``DynamicLeaderElection``, on real etcd."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from helpers import wait_until
 
 from etcdraft import Config, DynamicLeaderElection, Node, NotLeaderError
-from etcdraft.toy import Recorder, ToyFollower, ToyProducer
+from etcdraft.demo.toy import Recorder, ToyFollower, ToyProducer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,27 +1,5 @@
-"""``etcdraft demo``: a live failover demo that checks its own result.
-
-It starts a local 3-member etcd (unless ``--endpoints`` points at yours), runs
-``--nodes`` toy sequencer processes (``python -m etcdraft.toy``, each a ``Node``
-driven by ``DynamicLeaderElection`` that broadcasts a block every ``--block-interval``
-while it leads), shows the cluster live, and every ``--kill-leader-every`` seconds
-strikes the leader process (``--fault kill``: SIGKILL then restart; ``pause``: SIGSTOP
-for ``--pause-for`` seconds; ``term``: SIGTERM, a graceful stop with handover, then
-restart). After ``--seconds`` it stops everything and verifies, from what every
-process recorded (fsynced JSON lines) and from etcd's log:
-
-* **double signs**: heights at which two different block hashes were acknowledged,
-  applied or stored, across all processes and etcd (must be 0);
-* **gaps**: acknowledged heights missing from etcd's log, plus heights missing in a
-  node's applied stream during one process lifetime (must be 0);
-* **order**: applied index strictly increasing and term never decreasing, per process
-  lifetime (no violation allowed);
-* **failovers**: from each fault to the successor's ``leader`` event (the leader worker
-  starting), in ms; a fault that got no successor within 10 s fails the run;
-* no node process exited on its own.
-
-It exits 0 only if all of these held. Every process it started (etcd members and
-nodes) is stopped on exit, Ctrl-C included.
-"""
+"""The run of ``etcdraft demo``: set up etcd and the nodes, strike the leader on a
+schedule, show the cluster, stop everything and verify (see :mod:`etcdraft.demo`)."""
 
 from __future__ import annotations
 
@@ -43,25 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from etcdraft._demo_parts import (
-    NodeProc,
-    _bar,
-    _own_session_wrapper,
-    _toy_supports_metrics,
-    _View,
-)
-from etcdraft.demo_check import DemoResult, Fault, verify
+from etcdraft.demo.check import DemoResult, Fault, read_etcd_log, verify
+from etcdraft.demo.nodes import NodeProc, _own_session_wrapper, _toy_supports_metrics
+from etcdraft.demo.view import _bar, _View, summary_text
 
-__all__ = ["DESCRIPTION", "DemoResult", "add_arguments", "run", "verify"]
-
-DESCRIPTION = (
-    "Live failover demo. Starts a local 3-member etcd (unless --endpoints is given), "
-    "runs --nodes toy sequencer processes through DynamicLeaderElection, shows leader, "
-    "term, height, each node's applied height and lag and the block rate, and strikes "
-    "the leader every --kill-leader-every seconds. Ends with a verified summary "
-    "(blocks, failover durations, double signs, gaps); exits 0 only if every invariant "
-    "held. Every process it starts is stopped on exit, Ctrl-C included."
-)
+__all__ = ["FAULT_MARGIN", "NODE_TIMINGS", "Demo", "run"]
 
 #: Node timings: short, for a 1 s lease (the embedded etcd's minimum TTL).
 NODE_TIMINGS = {
@@ -73,87 +37,6 @@ NODE_TIMINGS = {
 #: No new fault this close to the end (it could not show a failover).
 FAULT_MARGIN = 2.5
 REFRESH = 0.25
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nodes", type=_int_range(1, 9), default=3, help="node processes (3)")
-    p.add_argument("--seconds", type=_float_min(1.0), default=30.0, help="length of the run (30)")
-    p.add_argument(
-        "--kill-leader-every",
-        type=_float_min(0.0),
-        default=8.0,
-        metavar="S",
-        help="strike the leader every S seconds; 0 = never (8)",
-    )
-    p.add_argument(
-        "--fault",
-        choices=("kill", "pause", "term"),
-        default="kill",
-        help="kill: SIGKILL + restart; pause: SIGSTOP for --pause-for; term: SIGTERM "
-        "(graceful handover) + restart (kill)",
-    )
-    p.add_argument(
-        "--pause-for",
-        type=_float_min(0.1),
-        default=3.0,
-        metavar="S",
-        help="how long --fault pause freezes the leader (3; > 1.5 s to force a failover)",
-    )
-    p.add_argument(
-        "--block-interval",
-        type=_float_min(0.005),
-        default=0.05,
-        metavar="S",
-        help="seconds between blocks of the leader (0.05)",
-    )
-    p.add_argument("--json", action="store_true", help="summary as JSON on the last line")
-    p.add_argument(
-        "--view",
-        choices=("auto", "live", "lines", "none"),
-        default="auto",
-        help="live: redraw (ANSI); lines: a line per second; auto: live on a terminal",
-    )
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        metavar="PORT",
-        help="serve Prometheus metrics of the cluster on 127.0.0.1:PORT/metrics",
-    )
-    p.add_argument("--keep", action="store_true", help="keep the work directory (records, logs)")
-
-
-def _int_range(lo: int, hi: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be {lo} to {hi}, got {value}")
-        return value
-
-    return parse
-
-
-def _float_min(lo: float) -> Any:
-    def parse(text: str) -> float:
-        from etcdraft.config import parse_duration
-
-        try:
-            value = float(text)
-        except ValueError:
-            try:
-                value = parse_duration(text)
-            except (ValueError, TypeError):
-                raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-        if not math.isfinite(value) or value < lo:
-            raise argparse.ArgumentTypeError(f"must be at least {lo:g}, got {text}")
-        return value
-
-    return parse
-
-
-# ---------------------------------------------------------------------------- the run
 
 
 class _Stop:
@@ -294,7 +177,7 @@ class Demo:
             cmd = [
                 sys.executable,
                 "-m",
-                "etcdraft.toy",
+                "etcdraft.demo.toy",
                 "--node-id", nid,
                 "--endpoints", ",".join(self.endpoints),
                 "--namespace", self.namespace,
@@ -529,36 +412,6 @@ class Demo:
                     self._note(f"{node.node_id} exited with code {node.proc.returncode}")
                 node.state = "down"
 
-    def read_log(self) -> tuple[dict[int, str], int]:
-        from etcdraft._deadline import Deadline
-        from etcdraft.blocks import summarize
-        from etcdraft.etcd import prefix_end
-
-        k = self.keys
-        deadline = Deadline(5.0 if self.stop.interrupted else 15.0)
-        out: dict[int, str] = {}
-        start, end = k.log_prefix, prefix_end(k.log_prefix)
-        rev = 0
-        while True:
-            res = self.client.range(start, end, deadline, revision=rev, limit=1000)
-            rev = rev or res.revision
-            for kv in res.kvs:
-                parsed = k.parse(kv.key)
-                if parsed.kind == "log":
-                    try:
-                        out[parsed.number] = summarize(kv.value)[0].hash.hex()
-                    except ValueError:
-                        out[parsed.number] = "corrupt"
-            if not res.more or not res.kvs:
-                break
-            start = res.kvs[-1].key + b"\x00"
-        pruned = 0
-        kv = self.client.get(k.pruned, deadline)
-        if kv is not None:
-            with contextlib.suppress(ValueError):
-                pruned = int(kv.value)
-        return out, pruned
-
     def cleanup(self) -> None:
         for node in self.nodes:
             node.resume()
@@ -584,30 +437,6 @@ class Demo:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _summary_text(res: DemoResult, title: str) -> str:
-    fo = ", ".join(f"{ms:.0f} ms" for ms in res.failovers) or "none"
-    pending = [f for f in res.faults if f["ms"] is None]
-    lines = [
-        "",
-        title,
-        f"  blocks          {res.blocks} in {res.seconds:.1f}s "
-        f"({res.blocks / res.seconds if res.seconds else 0:.1f}/s), {res.acked} acknowledged",
-        f"  failovers       {len(res.failovers)}: {fo}"
-        + (f" ({len(pending)} pending at the end)" if pending else ""),
-        f"  double signs    {res.double_signs}",
-        f"  gaps            {res.gaps}",
-        f"  order           {res.order_violations} violations",
-        f"  node crashes    {res.unexpected_exits}",
-    ]
-    if res.interrupted:
-        lines.append("  (interrupted)")
-    if res.ok:
-        lines.append("  result          OK: every invariant held")
-    else:
-        lines.append("  result          FAILED: " + "; ".join(res.problems))
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the demo (``etcdraft demo``); returns the exit status."""
     demo = Demo(args)
@@ -627,7 +456,9 @@ def run(args: argparse.Namespace) -> int:
         log: dict[int, str] = {}
         pruned = 0
         try:
-            log, pruned = demo.read_log()
+            log, pruned = read_etcd_log(
+                demo.client, demo.keys, 5.0 if demo.stop.interrupted else 15.0
+            )
         except Exception as exc:
             etcd_error = " ".join(str(exc).split())[:200]
         result = verify(
@@ -649,7 +480,7 @@ def run(args: argparse.Namespace) -> int:
         demo.cleanup()
     if result is None:  # pragma: no cover - exceptions propagate above
         return 1
-    print(_summary_text(result, "summary:"), file=demo.out, flush=True)
+    print(summary_text(result, "summary:"), file=demo.out, flush=True)
     if args.json:
         print(json.dumps(result.to_dict(), separators=(",", ":")), flush=True)
     if demo.stop.interrupted:

@@ -261,6 +261,17 @@ class Broadcaster:
                 # let it apply our writes in revision order
                 self._ambiguous = True
                 raise
+            except EtcdNoSpaceError as exc:
+                # etcd applies the write that crosses its quota and answers NOSPACE all
+                # the same: this one may be committed too
+                self._ambiguous = True
+                raise EtcdNoSpaceError(
+                    f"{exc}. The block of height {client_height} may have been committed "
+                    "all the same (etcd applies the write that fills its quota): once space "
+                    "is freed, retry the same block (identical bytes succeed as a duplicate)",
+                    endpoint=exc.endpoint,
+                    reason=exc.reason,
+                ) from exc
             if result.succeeded:
                 if hb_sent:
                     self._heartbeat.acked(hb_sent)

@@ -61,7 +61,7 @@ class EtcdAdmin:
         """``Maintenance/Status`` of the member at ``url`` (no failover)."""
         ep = self._client._eps.get(url)
         d = deadline or Deadline(DEFAULT_TIMEOUT)
-        resp: pb.StatusResponse = self._client._call_once(
+        resp: pb.StatusResponse = self._client._eps.call_once(
             ep, lambda s: s.maintenance.Status, pb.StatusRequest(), d.remaining(), 0
         )
         return EndpointStatus(
@@ -105,7 +105,7 @@ class EtcdAdmin:
     def defragment(self, url: str, deadline: Deadline | None = None) -> None:
         """Defragment the member at ``url`` (no failover; it blocks that member)."""
         d = deadline or Deadline(30.0)
-        self._client._call_once(
+        self._client._eps.call_once(
             self._client._eps.get(url),
             lambda s: s.maintenance.Defragment,
             pb.DefragmentRequest(),
@@ -118,7 +118,7 @@ class EtcdAdmin:
     ) -> None:
         """Ask the etcd leader (at ``url``) to hand its raft leadership to a member."""
         d = deadline or Deadline(DEFAULT_TIMEOUT)
-        self._client._call_once(
+        self._client._eps.call_once(
             self._client._eps.get(url),
             lambda s: s.maintenance.MoveLeader,
             pb.MoveLeaderRequest(targetID=target_member_id),

@@ -39,7 +39,7 @@ import grpc
 
 from etcdraft._deadline import Deadline
 from etcdraft._etcd_admin import AlarmInfo, EndpointStatus, EtcdAdmin, EtcdMember
-from etcdraft._etcd_conn import Channels, ConnectionSettings, Endpoint, Stubs
+from etcdraft._etcd_conn import Channels, ConnectionSettings, Stubs
 from etcdraft._etcd_endpoints import MIN_ATTEMPT, EndpointSet, TokenAuth
 from etcdraft._etcd_errors import (
     CompactedError,
@@ -233,39 +233,14 @@ class EtcdClient:
 
     # -- requests --------------------------------------------------------------------
 
-    def _call_once(
-        self,
-        ep: Endpoint,
-        call: Callable[[Stubs], Callable[..., Any]],
-        req: Any,
-        timeout: float,
-        floor: int,
-        lane: str = "data",
-    ) -> Any:
-        return self._eps.call_once(ep, call, req, timeout, floor, lane)
-
     def request(
-        self,
-        call: Callable[[Stubs], Callable[..., _T]],
-        req: Any,
-        deadline: Deadline,
-        *,
-        what: str = "request",
-        retry_ambiguous: bool = True,
-        check_floor: bool = True,
-        lane: str = "data",
+        self, call: Callable[[Stubs], Callable[..., _T]], req: Any, deadline: Deadline, **how: Any
     ) -> _T:
-        """Call ``call(stubs)(req)`` with endpoint failover until ``deadline`` (see
-        :meth:`etcdraft._etcd_endpoints.EndpointSet.request`)."""
-        return self._eps.request(
-            call,
-            req,
-            deadline,
-            what=what,
-            retry_ambiguous=retry_ambiguous,
-            check_floor=check_floor,
-            lane=lane,
-        )
+        """Call ``call(stubs)(req)`` with endpoint failover until ``deadline``; ``how``:
+        ``what``, ``retry_ambiguous``, ``check_floor``, ``lane`` (see
+        :meth:`etcdraft._etcd_endpoints.EndpointSet.request`, which raises the typed
+        errors)."""
+        return self._eps.request(call, req, deadline, **how)
 
     # -- KV ----------------------------------------------------------------------
 

@@ -79,7 +79,7 @@ class _Applier(Worker):
         while True:
             with rep._inbox_cond:
                 while (not rep._inbox or rep._busy) and not self.stop_event.is_set():
-                    rep._inbox_cond.wait(0.5)
+                    rep._inbox_cond.wait(5.0)  # woken by every enqueue and by stop
                 if self.stop_event.is_set():
                     for item in rep._inbox:  # nobody waits for the rest
                         if isinstance(item, _Heal):
@@ -442,7 +442,8 @@ class Replicator:
         finally:
             with self._inbox_cond:
                 self._busy = False
-                self._inbox_cond.notify_all()
+                if self._inbox:  # a heal was queued meanwhile: the applier may go on
+                    self._inbox_cond.notify_all()
 
     def _process(self, events: list[WatchEvent], top: int) -> None:
         k = self._ctx.keys

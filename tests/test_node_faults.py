@@ -44,6 +44,7 @@ from etcdraft.embedded import EtcdCluster
 from etcdraft.etcd import EtcdClient, cmp_create, cmp_version, op_put, prefix_end
 from etcdraft.fsm import decode_state
 from etcdraft.keys import Keys
+from etcdraft.testing import FaultProxy
 from etcdraft.watch import Watcher, WatchEvent
 
 ELECTION_TIMEOUT = 1.0
@@ -835,55 +836,56 @@ def test_killing_etcd_leader_loses_no_acknowledged_broadcast(
         assert_stream(log, range(1, final + 1), node.node_id, stored)
 
 
+@pytest.mark.parametrize("retried", [True, False], ids=["retried", "next-height-only"])
 def test_leader_applies_its_write_whose_reply_was_lost(
     etcd_cluster_factory: Callable[..., EtcdCluster],
     make_node: Callable[..., Node],
     admin_factory: Callable[[EtcdCluster], Admin],
+    retried: bool,
 ) -> None:
-    """A broadcast that committed but whose reply was lost (client timeout), then
-    retried (accepted as already committed) and followed by the next height, while
-    the leader's watch lags: the leader's own apply stream must still have every
-    height exactly once. (The member-restart and etcd-leader-kill tests hit this
-    path by chance; this one forces it.)"""
+    """A broadcast that committed but whose reply was lost (the leader's link drops
+    answers: a one-way fault proxy), then retried (accepted as already committed) or
+    not, and followed by the next height, while the leader's watch lags: the leader's
+    own apply stream must still have every height exactly once (without the retry,
+    it must not apply the next height before the lost one). (The member-restart and
+    etcd-leader-kill tests hit this path by chance; this one forces it.)"""
     cluster = etcd_cluster_factory(size=1)
     admin = admin_factory(cluster)
     ids = ("a", "b")
     alog, blog = ApplyLog(), ApplyLog()
-    # fast takeover off: holding a's lock also holds its heartbeats, and b would
-    # (rightly) depose it; this test is about lost replies, not failover
-    a = make_node(
-        cluster.endpoints, "a", ids=ids, bootstrap=True, apply_log=alog, fast_takeover=False
-    )
-    wait_until(a.is_leader, timeout=5)
-    b = make_node(cluster.endpoints, "b", ids=ids, apply_log=blog, fast_takeover=False)
-    for h in range(1, 6):
-        a.broadcast(state_for(h))
-    wait_heights([a, b], 5)
-    h, lost = 6, 0
-    # Holding the node's view holds its watch back before it applies anything (a
-    # lagging watch, as right after a reconnect). The lock is reentrant, so this
-    # thread can still broadcast; keep-alives do not need it.
-    with a._cluster.editing():
-        # timeouts around etcd's commit latency, which varies by machine and load
-        timeouts = (0.0003, 0.0005, 0.0008, 0.001, 0.0015, 0.002, 0.003, 0.005)
-        for attempt in range(800):
-            try:
-                a.broadcast(state_for(h), timeout=timeouts[attempt % len(timeouts)])
-            except EtcdUnavailableError:
-                if h in admin.log():  # committed; only the reply was lost
-                    lost = h
-                    break
-                continue
-            h += 1
-        assert lost, "could not make a broadcast time out after committing"
-        assert a.is_leader()
-        a.broadcast(state_for(lost))  # the caller's retry: already committed, same bytes
-        a.broadcast(state_for(lost + 1))
-    wait_heights([a, b], lost + 1)
-    stored = admin.log()
-    assert sorted(stored) == list(range(1, lost + 2))
-    assert_stream(blog, range(1, lost + 2), "b (follower)", stored)
-    assert_stream(alog, range(1, lost + 2), "a (leader)", stored)
+    proxy = FaultProxy(int(cluster.endpoints[0].rsplit(":", 1)[1]))
+    try:
+        # fast takeover off: holding a's view also holds its watch, and b would
+        # (rightly) depose it; this test is about lost replies, not failover
+        a = make_node(
+            [proxy.url], "a", ids=ids, bootstrap=True, apply_log=alog, fast_takeover=False
+        )
+        wait_until(a.is_leader, timeout=5)
+        b = make_node(cluster.endpoints, "b", ids=ids, apply_log=blog, fast_takeover=False)
+        for h in range(1, 6):
+            a.broadcast(state_for(h))
+        wait_heights([a, b], 5)
+        lost = 6
+        # Holding the node's view holds its watch back before it applies anything (a
+        # lagging watch, as right after a reconnect). The lock is reentrant, so this
+        # thread can still broadcast; keep-alives do not need it.
+        with a._cluster.editing():
+            proxy.one_way()  # the txn reaches etcd, its answer never comes back
+            with pytest.raises(EtcdUnavailableError):
+                a.broadcast(state_for(lost), timeout=0.2)
+            wait_until(lambda: lost in admin.log(), 5, "the unanswered write did not commit")
+            proxy.heal()
+            assert a.is_leader()
+            if retried:  # the caller's retry: already committed, same bytes
+                a.broadcast(state_for(lost))
+            a.broadcast(state_for(lost + 1))
+        wait_heights([a, b], lost + 1)
+        stored = admin.log()
+        assert sorted(stored) == list(range(1, lost + 2))
+        assert_stream(blog, range(1, lost + 2), "b (follower)", stored)
+        assert_stream(alog, range(1, lost + 2), "a (leader)", stored)
+    finally:
+        proxy.close()
 
 
 def test_leader_apply_stream_ordered_when_the_watch_lands_its_writes(

@@ -18,6 +18,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from etcdraft._context import NodeContext
 from etcdraft._deadline import Deadline
@@ -118,6 +119,15 @@ class Broadcaster:
             return False
         self.etcd_full = False
         return True
+
+    def figures(self) -> dict[str, Any]:
+        """This part's fields of :class:`~etcdraft.stats.NodeStats`."""
+        return {
+            "broadcasts": self.broadcasts,
+            "fenced_rejections": self.fenced_rejections,
+            "pieces_written": self.pieces_written,
+            "etcd_full": self.etcd_full,
+        }
 
     def add_broadcast_observer(self, callback: Callable[[str, float], None]) -> None:
         """See ``Node.add_broadcast_observer``."""

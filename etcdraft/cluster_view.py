@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from etcdraft.view import Candidate, Progress, View
 
@@ -83,11 +84,15 @@ class ClusterView:
         view is atomic; at worst it answers for the view of a moment ago)."""
         return node_id in self._view.members
 
-    def counts(self) -> tuple[int, int, bool]:
-        """(members, live nodes, paused)."""
+    def figures(self) -> dict[str, Any]:
+        """This part's fields of :class:`~etcdraft.stats.NodeStats`."""
         with self._lock:
             v = self._view
-            return len(v.members), len(v.alive), v.pause is not None
+            return {
+                "members": len(v.members),
+                "live_nodes": len(v.alive),
+                "paused": v.pause is not None,
+            }
 
     def latest_term(self) -> tuple[int, str]:
         with self._lock:

@@ -14,25 +14,24 @@ The elector owns the leadership state and publishes it as an immutable
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
-from etcdraft import protocol
 from etcdraft._context import NodeContext
 from etcdraft._deadline import Deadline
 from etcdraft._worker import Worker
 from etcdraft.cluster_view import ClusterView
-from etcdraft.errors import EtcdraftError, EtcdTimeoutError, HandoverError
+from etcdraft.errors import EtcdraftError
 from etcdraft.etcd import EtcdClient, cmp_create, cmp_lease, cmp_mod, op_delete, op_put, op_range
 from etcdraft.fsm import FSM
 from etcdraft.heartbeat import Heartbeat
 from etcdraft.pruner import Pruner
 from etcdraft.session import Session
-from etcdraft.view import Candidate, Succession, TermRecord
+from etcdraft.view import Candidate, Succession, TermRecord, View
 
 __all__ = ["Elector", "Leadership"]
 
@@ -118,6 +117,28 @@ class Elector(Worker):
         if self._ctx.config.fast_takeover:
             until = min(until, self._heartbeat.belief_until())
         return until
+
+    def figures(self, now: float) -> dict[str, Any]:
+        """This part's fields of :class:`~etcdraft.stats.NodeStats` (the session's
+        and leadership's; ``role``, ``term`` and ``leader_id`` are the node's)."""
+        session = self.session
+        until = self.leader_until()
+        acked = self._heartbeat.acked_at
+        leading = until is not None and self._ctx.config.fast_takeover
+        return {
+            "lease_remaining": (session.expires_at() - now) if session is not None else 0.0,
+            "lease_ttl": float(session.ttl) if session is not None else 0.0,
+            "keepalive_latency": session.last_keepalive_latency if session is not None else 0.0,
+            "keepalive_failures": session.keepalive_failures if session is not None else 0,
+            "leader_remaining": until - now if until is not None else None,
+            "last_heartbeat_age": now - acked if leading and acked > float("-inf") else None,
+            "deposed": self.deposed,
+        }
+
+    def threads(self) -> dict[str, threading.Thread | None]:
+        """The threads this part owns, by role (for the node's liveness probe)."""
+        session = self.session
+        return {"control": self.thread, "session": session.thread if session else None}
 
     def wake(self) -> None:
         """Let the control thread look at the view again now."""
@@ -421,68 +442,16 @@ class Elector(Worker):
 
     # -- handover ----------------------------------------------------------------------
 
-    def resign(
-        self, timeout: float | None, exclusive: contextlib.AbstractContextManager[object]
-    ) -> None:
-        """See ``Node.resign_leader``; ``exclusive`` keeps broadcasts out while the
-        handover transaction runs."""
-        if not self.holds_term():
-            return
-        ctx = self._ctx
-        client = ctx.require_client()
-        cfg = ctx.config
-        wait = cfg.send_timeout * 5 if timeout is None else timeout
-        deadline = Deadline(wait)
-        with exclusive:
-            with self._lock:
-                lead = self._leadership
-                view = self._cluster.snapshot()
-            old_term, my_key = lead.term, lead.key
-            target = view.handover_target(my_key, ctx.id)
-            if target is None:
-                # the watch may not have delivered a fresh candidate yet: ask etcd
-                view = protocol.read_view(client, ctx.keys, deadline.sub(cfg.send_timeout))
-                target = view.handover_target(my_key, ctx.id)
-            if target is None:
-                raise HandoverError(
-                    f"no live member can take leadership over from {ctx.id}: start "
-                    "another member or add one with add_peer()"
-                )
-            compare, ops = protocol.handover_txn(ctx.keys, view, my_key, old_term, target, ctx.id)
-            ctx.log.info(
-                "handing leadership over to %s (term %d)",
-                target.node_id,
-                old_term,
-                extra=ctx.extra(term=old_term),
-            )
-            # hold our own re-campaign until the successor has claimed
-            with self._lock:
-                self._hold_campaign_until = time.monotonic() + wait
-            result = client.txn(compare, ops, deadline=deadline.sub(cfg.send_timeout))
-            if not result.succeeded:
-                with self._lock:
-                    self._hold_campaign_until = -math.inf
-                kv = client.get(my_key, deadline)
-                if kv is None or kv.create_revision != old_term:
-                    self.step_down("leadership lost during handover")
-                    return
-                raise HandoverError(
-                    f"handover to {target.node_id} failed: it is no longer a candidate (or "
-                    "the cluster was paused or resumed meanwhile); retry"
-                )
-            self.step_down(f"handed over to {target.node_id}")
-
-        def taken() -> bool:
-            new_term, holder = self._cluster.latest_term()
-            return new_term > old_term and holder != ctx.id
-
-        if not self._cluster.wait(taken, deadline.remaining()):
-            raise EtcdTimeoutError(
-                f"resign_leader: {target.node_id} did not take leadership within {wait:.3g}s"
-            )
+    def snapshot(self) -> tuple[Leadership, View]:
+        """The leadership and the view, read together (consistent with each other)."""
         with self._lock:
-            self._hold_campaign_until = -math.inf
-        self.wake()
+            return self._leadership, self._cluster.snapshot()
+
+    def hold_campaign(self, seconds: float) -> None:
+        """Do not campaign for ``seconds`` (0: campaign again at once); a handover
+        holds our own re-campaign until the successor has claimed."""
+        with self._lock:
+            self._hold_campaign_until = time.monotonic() + seconds if seconds else -math.inf
 
     def confirm(self) -> bool:
         """``has_quorum``'s round trip: etcd confirms, through a linearizable (quorum)

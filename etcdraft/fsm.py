@@ -198,6 +198,18 @@ class FSM:
     def height(self) -> int:
         return self._state.height
 
+    def figures(self) -> dict[str, Any]:
+        """This part's fields of :class:`~etcdraft.stats.NodeStats`."""
+        with self._lock:
+            return {
+                "applied_index": self._index,
+                "applied_height": self._state.height,
+                "applied_term": self._term,
+                "applied": self.applied,
+                "dropped": self.dropped,
+                "skipped": self.skipped,
+            }
+
     def set_apply_callback(self, queue: ApplyQueue | None) -> None:
         with self._lock:
             self._queue = queue

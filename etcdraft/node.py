@@ -38,6 +38,7 @@ from etcdraft.elector import Elector
 from etcdraft.errors import ConfigError, EtcdraftError
 from etcdraft.etcd import EtcdClient, prefix_end
 from etcdraft.fsm import FSM, ApplyQueue, SnapshotStore
+from etcdraft.handover import Handover
 from etcdraft.heartbeat import Heartbeat
 from etcdraft.keys import Keys
 from etcdraft.progress import ProgressReporter
@@ -98,6 +99,7 @@ class Node:
             ctx, self._fsm, self._elector, self._heartbeat, self.leader_id
         )
         self._replicator = Replicator(ctx, self._cluster, self._fsm, self._heartbeat, self._elector)
+        self._handover = Handover(ctx, self._cluster, self._elector)
         self._start_lock = threading.Lock()
         self._closed = False
         self._http: NodeHttpServer | None = None  # Config.http_addr
@@ -296,9 +298,7 @@ class Node:
                     extra=ctx.extra(),
                 )
         budget = Deadline(max(0.2, ctx.config.send_timeout))
-        threads = [self._elector.thread, *self._replicator.threads()]
-        if session is not None:
-            threads.append(session.thread)
+        threads = [*self._elector.threads().values(), *self._replicator.threads().values()]
         for thread in threads:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(budget.remaining())
@@ -332,74 +332,36 @@ class Node:
 
     def stats(self) -> NodeStats:
         """A frozen snapshot of this node: role, term, leader, applied and observed
-        revision, lease remaining, last heartbeat, counters. Local; never blocks on I/O."""
+        revision, lease remaining, last heartbeat, counters. Local; never blocks on I/O.
+        Each part reports its own fields."""
         ctx = self._ctx
-        now = time.monotonic()
-        session, watcher, client = self._elector.session, self._replicator.watcher, ctx.client
+        client = ctx.client
         leader = self.is_leader()
         lead = self._elector.leadership
-        leader_until = self._elector.leader_until() if leader else None
-        members, live, paused = self._cluster.counts()
         if self._closed or not ctx.started:
             role = "stopped"
-        elif leader:
-            role = "leader"
-        elif lead.rev:
-            role = "candidate"
         else:
-            role = "follower"
-        fsm = self._fsm
-        acked = self._heartbeat.acked_at
+            role = "leader" if leader else "candidate" if lead.rev else "follower"
         return NodeStats(
             node_id=ctx.id,
             role=role,
             term=lead.term if leader else 0,
             leader_id=self.leader_id(),
-            applied_index=fsm.index,
-            applied_height=fsm.height,
             observed_revision=client.max_revision if client is not None else 0,
-            lease_remaining=(session.expires_at() - now) if session is not None else 0.0,
-            last_heartbeat_age=(
-                now - acked
-                if leader and ctx.config.fast_takeover and acked > float("-inf")
-                else None
-            ),
-            broadcasts=self.broadcasts,
-            fenced_rejections=self.fenced_rejections,
-            deposed=self.deposed,
-            foreign_keys=self.foreign_keys,
-            applied=fsm.applied,
-            dropped=fsm.dropped,
-            skipped=fsm.skipped,
-            corrupt_blocks=self.corrupt_blocks,
-            pieces_written=self.pieces_written,
-            pieces_cleaned=self.pieces_cleaned,
-            watch_reconnects=watcher.reconnects if watcher is not None else 0,
-            watch_resyncs=watcher.resyncs if watcher is not None else 0,
-            keepalive_failures=session.keepalive_failures if session is not None else 0,
             endpoint_failovers=client.failovers if client is not None else 0,
-            etcd_full=self.etcd_full,
-            applied_term=fsm.term,
-            members=members,
-            live_nodes=live,
-            paused=paused,
-            leader_remaining=leader_until - now if leader_until is not None else None,
-            lease_ttl=float(session.ttl) if session is not None else 0.0,
-            keepalive_latency=session.last_keepalive_latency if session is not None else 0.0,
-            watch_connected=watcher is not None and watcher.connected.is_set(),
-            watch_gap_entries=self._replicator.gap_entries,
+            pieces_cleaned=self._pruner.pieces_cleaned,
+            **self._fsm.figures(),
+            **self._elector.figures(time.monotonic()),
+            **self._broadcaster.figures(),
+            **self._replicator.figures(),
+            **self._cluster.figures(),
         )
 
     def _health(self, timeout: float) -> NodeHealth:
         """For the HTTP probes (package-internal): see :class:`NodeHealth`."""
         ctx = self._ctx
-        session, watcher = self._elector.session, self._replicator.watcher
-        threads = {
-            "control": self._elector.thread,
-            "session": session.thread if session is not None else None,
-            "watch": watcher.thread if watcher is not None else None,
-            "apply": self._replicator.applier.thread,
-        }
+        session = self._elector.session
+        threads = {**self._elector.threads(), **self._replicator.threads()}
         return NodeHealth(
             stopping=self._closed or ctx.stopping.is_set(),
             dead_threads=tuple(n for n, t in threads.items() if t is None or not t.is_alive()),
@@ -525,7 +487,7 @@ class Node:
             TimeoutError: no other node took over within ``timeout``
                 (default 5 * ``send_timeout``).
         """
-        self._elector.resign(timeout, self._broadcaster.exclusive())
+        self._handover.resign(timeout, self._broadcaster.exclusive())
 
     def add_peer(self, node_id: str, addr: str) -> None:
         """Add a member (a node allowed to lead). Same id and addr: no-op; same id or

@@ -17,6 +17,7 @@ import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import tenacity
 
@@ -158,10 +159,22 @@ class Replicator:
             self.watcher.signal_stop()
         self.applier.signal_stop()
 
-    def threads(self) -> list[threading.Thread | None]:
-        """The threads this part owns (for the node's bounded join at stop)."""
+    def threads(self) -> dict[str, threading.Thread | None]:
+        """The threads this part owns, by role (joined by the node at stop)."""
         watcher = self.watcher
-        return [watcher.thread if watcher is not None else None, self.applier.thread]
+        return {"watch": watcher.thread if watcher else None, "apply": self.applier.thread}
+
+    def figures(self) -> dict[str, Any]:
+        """This part's fields of :class:`~etcdraft.stats.NodeStats`."""
+        watcher = self.watcher
+        return {
+            "foreign_keys": self.foreign_keys,
+            "corrupt_blocks": self.corrupt_blocks,
+            "watch_reconnects": watcher.reconnects if watcher is not None else 0,
+            "watch_resyncs": watcher.resyncs if watcher is not None else 0,
+            "watch_connected": watcher is not None and watcher.connected.is_set(),
+            "watch_gap_entries": self.gap_entries,
+        }
 
     def resync(self, deadline: Deadline, *, watched_upto: int = 0) -> int:
         """Read the namespace at one revision, rebuild the view and apply every log

@@ -199,6 +199,7 @@ class FaultProxy:
 
     def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
         late: list[tuple[float, int, bytes]] = []  # (due, seq, data): delayed chunks
+        last_due = 0.0  # chunks never overtake each other: TCP keeps its bytes in order
         seq = itertools.count()
         sender: threading.Thread | None = None
         lock = threading.Condition()
@@ -243,7 +244,10 @@ class FaultProxy:
                     sender = threading.Thread(target=send_late, daemon=True)
                     sender.start()
                 with lock:
-                    heapq.heappush(late, (time.monotonic() + delay, next(seq), data))
+                    # a chunk read after a heal (or a shorter delay) still waits for
+                    # the ones before it
+                    last_due = max(time.monotonic() + delay, last_due)
+                    heapq.heappush(late, (last_due, next(seq), data))
                     lock.notify()
         except OSError:
             pass

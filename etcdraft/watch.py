@@ -13,6 +13,8 @@ requests never wait on each other). The loop:
   stream itself and expects an answer within ``probe_timeout``: a connection that
   silently stopped carrying bytes is noticed and the watch moves to another endpoint;
 * handles ``created``, ``canceled`` (with ``compact_revision``) and the stream's end;
+* refuses a batch with a revision at or below one already delivered (etcd never sends
+  one; a stream rewritten on its way could) and reopens the stream after a re-read;
 * resumes from the last processed revision + 1, so nothing is missed or repeated;
   before resuming a broken stream it calls ``on_reconnect``, which may heal (range
   reads) and return a later revision to resume after;
@@ -104,6 +106,7 @@ class Watcher(Worker):
         self.reconnects = 0
         self.resyncs = 0
         self.probes_answered = 0  # progress requests answered on a quiet stream
+        self.out_of_order = 0  # batches refused: a revision at or below one delivered
         self.last_failure = ""  # why the last stream broke
         self.connected = threading.Event()
         self._stream: BidiStream | None = None
@@ -284,10 +287,28 @@ class Watcher(Worker):
             return ""
         if msg.events:
             batch = [WatchEvent(ev.type == _DELETE, KV.from_pb(ev.kv)) for ev in msg.events]
-            top = batch[-1].kv.mod_revision
+            low = top = batch[-1].kv.mod_revision
             for ev in batch:
-                if ev.kv.mod_revision > top:
-                    top = ev.kv.mod_revision
+                rev = ev.kv.mod_revision
+                if rev > top:
+                    top = rev
+                elif rev < low:
+                    low = rev
+            if low < self.next_revision:
+                # etcd sends each revision once, in order: this stream was rewritten
+                # on its way (a proxy reordered its bytes?). Handed on, the event would
+                # be dropped silently as already applied; refused, it is logged and
+                # the reconnect re-reads the view (entries the stream already passed
+                # cannot be applied in order any more: the apply stream has a gap)
+                self.out_of_order += 1
+                log.warning(
+                    "watch on %s: an event at revision %d came after revision %d: the "
+                    "stream is out of order; reopening it after a re-read",
+                    endpoint,
+                    low,
+                    self.next_revision - 1,
+                )
+                return "out-of-order"
             self.handler(batch, top)
             self.next_revision = max(self.next_revision, top + 1)
         else:

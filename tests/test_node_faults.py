@@ -904,33 +904,32 @@ def test_leader_apply_stream_ordered_when_the_watch_lands_its_writes(
     ids = ("a", "b")
     alog = ApplyLog(_SlowQueue(0.2, threading.current_thread()))
     blog = ApplyLog()
-    # fast takeover off: holding a's lock also holds its heartbeats, and b would
-    # (rightly) depose it; this test is about lost replies, not failover
-    a = make_node(
-        cluster.endpoints, "a", ids=ids, bootstrap=True, apply_log=alog, fast_takeover=False
-    )
-    wait_until(a.is_leader, timeout=5)
-    b = make_node(cluster.endpoints, "b", ids=ids, apply_log=blog, fast_takeover=False)
-    for h in range(1, 4):
-        a.broadcast(state_for(h))
-    h = 4
-    for attempt in range(300):  # a broadcast whose outcome is unknown to the leader
-        try:
-            a.broadcast(state_for(h), timeout=(0.0005, 0.001, 0.002)[attempt % 3])
-        except EtcdUnavailableError:
-            break
-        h += 1
-    else:
-        pytest.fail("could not make a broadcast time out")
-    last = h + 5
-    for height in range(h, last + 1):  # the caller retries h, then goes on
-        broadcast_retry([a], state_for(height))
-    wait_heights([a, b], last)
-    stored = admin.log()
-    assert sorted(stored) == list(range(1, last + 1))
-    assert_stream(blog, range(1, last + 1), "b (follower)", stored)
-    wait_until(lambda: len(alog.drain()) >= last, timeout=5)
-    assert_stream(alog, range(1, last + 1), "a (leader)", stored)
+    proxy = FaultProxy(int(cluster.endpoints[0].rsplit(":", 1)[1]))
+    try:
+        # fast takeover off: this test is about lost replies, not failover
+        a = make_node(
+            [proxy.url], "a", ids=ids, bootstrap=True, apply_log=alog, fast_takeover=False
+        )
+        wait_until(a.is_leader, timeout=5)
+        b = make_node(cluster.endpoints, "b", ids=ids, apply_log=blog, fast_takeover=False)
+        for h in range(1, 4):
+            a.broadcast(state_for(h))
+        h = 4
+        proxy.one_way()  # a broadcast whose outcome is unknown to the leader
+        with pytest.raises(EtcdUnavailableError):
+            a.broadcast(state_for(h), timeout=0.2)
+        proxy.heal()
+        last = h + 5
+        for height in range(h, last + 1):  # the caller retries h, then goes on
+            broadcast_retry([a], state_for(height))
+        wait_heights([a, b], last)
+        stored = admin.log()
+        assert sorted(stored) == list(range(1, last + 1))
+        assert_stream(blog, range(1, last + 1), "b (follower)", stored)
+        wait_until(lambda: len(alog.drain()) >= last, timeout=5)
+        assert_stream(alog, range(1, last + 1), "a (leader)", stored)
+    finally:
+        proxy.close()
 
 
 # --------------------------------------------------------------------------- 6. node failover

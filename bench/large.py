@@ -27,6 +27,7 @@ operator cannot raise the limit.
 from __future__ import annotations
 
 import argparse
+import time
 import math
 from pathlib import Path
 from typing import Any
@@ -256,7 +257,14 @@ def _sender_leads(side: Side, timeout: float = 30.0) -> bool:
         who = wait_for(leader, timeout, "an etcdraft leader", interval=0.05)
         if who is sender:
             return True
-        who.call("resign", timeout=timeout)  # someone else leads: hand over, try again
+        try:
+            who.call("resign", timeout=timeout)  # someone else leads: hand over, try again
+        except RuntimeError as exc:
+            # HandoverError: the deposed writer has not campaigned again yet (or is
+            # still catching up): give it a moment and try again
+            if "HandoverError" not in str(exc):
+                raise
+            time.sleep(0.5)
     raise RuntimeError("the etcdraft writer (n1) does not lead again")
 
 

@@ -27,8 +27,8 @@ operator cannot raise the limit.
 from __future__ import annotations
 
 import argparse
-import time
 import math
+import time
 from pathlib import Path
 from typing import Any
 

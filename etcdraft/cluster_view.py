@@ -25,11 +25,28 @@ __all__ = ["ClusterView"]
 POLL = 0.1
 
 
+class _Editing:
+    """``ClusterView.editing()``: holds the view's lock, yields the live view."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: ClusterView) -> None:
+        self._owner = owner
+
+    def __enter__(self) -> View:
+        self._owner._lock.acquire()
+        return self._owner._view
+
+    def __exit__(self, *exc: object) -> None:
+        self._owner._lock.release()
+
+
 class ClusterView:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._view = View()
+        self._editing = _Editing(self)
 
     # -- the writer (the watch thread, and start()) --------------------------------
 
@@ -39,11 +56,10 @@ class ClusterView:
             self._view = view
             self._cond.notify_all()
 
-    @contextmanager
-    def editing(self) -> Iterator[View]:
-        """The live view, for the writer only, under the lock."""
-        with self._lock:
-            yield self._view
+    def editing(self) -> _Editing:
+        """The live view, for the writer only, under the lock (``with ... as view``;
+        a plain context manager: this runs for every watch batch)."""
+        return self._editing
 
     def notify(self) -> None:
         """Wake every waiter (the view or leadership changed)."""

@@ -25,7 +25,14 @@ from etcdraft import protocol
 from etcdraft._context import NodeContext
 from etcdraft._deadline import Deadline
 from etcdraft._worker import Worker
-from etcdraft.blocks import Manifest, PieceBuffer, assemble, is_manifest, parse_manifest
+from etcdraft.blocks import (
+    MANIFEST_MAGIC,
+    Manifest,
+    PieceBuffer,
+    assemble,
+    is_manifest,
+    parse_manifest,
+)
 from etcdraft.cluster_view import ClusterView
 from etcdraft.elector import Elector
 from etcdraft.errors import CorruptDataError, EtcdraftError, EtcdUnavailableError
@@ -131,7 +138,7 @@ class Replicator:
         self.gap_entries = 0  # entries a reconnect heal found the watch had skipped
         self.heals = {"compacted": 0, "reconnect": 0}  # heals that succeeded, by cause
         self._inbox: deque[_Batch | _Heal] = deque()
-        self._inbox_cond = threading.Condition()
+        self._inbox_cond = threading.Condition(threading.Lock())
         self._inbox_bytes = 0
         self._busy = False  # a batch or heal is being applied (on either thread)
 
@@ -428,11 +435,13 @@ class Replicator:
     def _on_events(self, events: list[WatchEvent], top: int) -> None:
         """On the watch reader: apply at once, or queue for the applier (see the
         module's docstring). Waits while the queue is full (bounded by bytes)."""
-        log_prefix = self._ctx.keys.log_prefix
-        io = any(
-            not ev.deleted and ev.kv.key.startswith(log_prefix) and is_manifest(ev.kv.value)
-            for ev in events
-        )
+        io = False  # a large block's manifest: its pieces may have to be read
+        for ev in events:
+            kv = ev.kv
+            if kv.value.startswith(MANIFEST_MAGIC) and not ev.deleted:
+                io = kv.key.startswith(self._ctx.keys.log_prefix)
+                if io:
+                    break
         with self._inbox_cond:
             inline = not io and not self._inbox and not self._busy
             if inline:

@@ -836,6 +836,23 @@ def test_killing_etcd_leader_loses_no_acknowledged_broadcast(
         assert_stream(log, range(1, final + 1), node.node_id, stored)
 
 
+def _leader_behind(
+    proxy: FaultProxy,
+    cluster: EtcdCluster,
+    make_node: Callable[..., Node],
+    alog: ApplyLog,
+    blog: ApplyLog,
+) -> tuple[Node, Node]:
+    """Leader ``a``, reaching etcd only through ``proxy``, and follower ``b``, direct.
+    Fast takeover off: these tests are about lost replies, not failover (holding a's
+    view also holds its watch, and b would rightly depose a silent leader)."""
+    ids = ("a", "b")
+    a = make_node([proxy.url], "a", ids=ids, bootstrap=True, apply_log=alog, fast_takeover=False)
+    wait_until(a.is_leader, timeout=5)
+    b = make_node(cluster.endpoints, "b", ids=ids, apply_log=blog, fast_takeover=False)
+    return a, b
+
+
 @pytest.mark.parametrize("retried", [True, False], ids=["retried", "next-height-only"])
 def test_leader_applies_its_write_whose_reply_was_lost(
     etcd_cluster_factory: Callable[..., EtcdCluster],
@@ -851,17 +868,10 @@ def test_leader_applies_its_write_whose_reply_was_lost(
     etcd-leader-kill tests hit this path by chance; this one forces it.)"""
     cluster = etcd_cluster_factory(size=1)
     admin = admin_factory(cluster)
-    ids = ("a", "b")
     alog, blog = ApplyLog(), ApplyLog()
-    proxy = FaultProxy(int(cluster.endpoints[0].rsplit(":", 1)[1]))
+    proxy = FaultProxy(cluster.members[0].client_port)
     try:
-        # fast takeover off: holding a's view also holds its watch, and b would
-        # (rightly) depose it; this test is about lost replies, not failover
-        a = make_node(
-            [proxy.url], "a", ids=ids, bootstrap=True, apply_log=alog, fast_takeover=False
-        )
-        wait_until(a.is_leader, timeout=5)
-        b = make_node(cluster.endpoints, "b", ids=ids, apply_log=blog, fast_takeover=False)
+        a, b = _leader_behind(proxy, cluster, make_node, alog, blog)
         for h in range(1, 6):
             a.broadcast(state_for(h))
         wait_heights([a, b], 5)
@@ -901,17 +911,11 @@ def test_leader_apply_stream_ordered_when_the_watch_lands_its_writes(
     test: ``out of order [(65, 64)]``."""
     cluster = etcd_cluster_factory(size=1)
     admin = admin_factory(cluster)
-    ids = ("a", "b")
     alog = ApplyLog(_SlowQueue(0.2, threading.current_thread()))
     blog = ApplyLog()
-    proxy = FaultProxy(int(cluster.endpoints[0].rsplit(":", 1)[1]))
+    proxy = FaultProxy(cluster.members[0].client_port)
     try:
-        # fast takeover off: this test is about lost replies, not failover
-        a = make_node(
-            [proxy.url], "a", ids=ids, bootstrap=True, apply_log=alog, fast_takeover=False
-        )
-        wait_until(a.is_leader, timeout=5)
-        b = make_node(cluster.endpoints, "b", ids=ids, apply_log=blog, fast_takeover=False)
+        a, b = _leader_behind(proxy, cluster, make_node, alog, blog)
         for h in range(1, 4):
             a.broadcast(state_for(h))
         h = 4

@@ -59,6 +59,7 @@ class _Heal:
 
     why: str  # "compacted" or "reconnect"
     watched_upto: int  # the revision up to which the watch delivered everything
+    budget: float  # seconds the re-read may take, retries included
     done: threading.Event = field(default_factory=threading.Event)
     revision: int | None = None  # the revision read at; None: the heal failed
 
@@ -370,7 +371,7 @@ class Replicator:
         return self._heal("reconnect", watched_upto, max(self._ctx.config.send_timeout, 1.0))
 
     def _heal(self, why: str, watched_upto: int, budget: float) -> int | None:
-        item = _Heal(why, watched_upto)
+        item = _Heal(why, watched_upto, budget)
         with self._inbox_cond:
             self._inbox.append(item)
             self._inbox_cond.notify_all()
@@ -385,11 +386,7 @@ class Replicator:
     def _run_heal(self, item: _Heal) -> None:
         """Re-read the namespace (retried with backoff on transient failures, bounded,
         interruptible), then wake whoever acts on the view."""
-        budget = (
-            max(self._ctx.config.shutdown_timeout, 5.0)
-            if item.why == "compacted"
-            else max(self._ctx.config.send_timeout, 1.0)
-        )
+        budget = item.budget
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(EtcdUnavailableError),
             stop=tenacity.stop_any(

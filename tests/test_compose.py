@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from _docker import require_or_skip
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "compose.yaml"
@@ -183,9 +184,7 @@ def test_docker_compose_config_validates_offline() -> None:
             "install Debian docker-compose to validate compose.yaml offline: "
             "apt-get install -y --no-install-recommends docker-compose"
         )
-        if os.environ.get("ETCDRAFT_REQUIRE_DOCKER") == "1" or os.environ.get("CI") == "true":
-            pytest.fail(f"ETCDRAFT_REQUIRE_DOCKER=1 but docker-compose is missing; {reason}")
-        pytest.skip(reason)
+        require_or_skip(reason, "docker-compose")
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
     result = subprocess.run(
         [binary, "-f", str(COMPOSE), "config", "-q"],

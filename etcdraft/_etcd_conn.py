@@ -53,7 +53,11 @@ class Channels:
             opts += [
                 ("grpc.keepalive_time_ms", int(conn.keepalive_time * 1000)),
                 ("grpc.keepalive_timeout_ms", int(conn.keepalive_timeout * 1000)),
-                ("grpc.keepalive_permit_without_calls", 1),
+                # only while a call is active (a stream: the watch, the lease
+                # keep-alive): etcd's server allows pings without one at most every
+                # 2 hours (Go gRPC's PermitWithoutStream, false in etcd) and sends
+                # GOAWAY too_many_pings after three; etcd's Go client does the same
+                ("grpc.keepalive_permit_without_calls", 0),
                 ("grpc.http2.max_pings_without_data", 0),
             ]
         if dedicated:  # its own connection, not shared with the unary channel

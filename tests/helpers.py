@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -38,3 +39,10 @@ def wait_until(
             suffix = f" (last error: {last_exc!r})" if last_exc is not None else ""
             raise AssertionError(f"timed out after {timeout:.1f}s: {text}{suffix}")
         _never.wait(interval)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 
 import pytest
 from certs import CertPaths, make_certs
-from helpers import wait_until
+from helpers import closed_port, wait_until
 
-from etcdraft import Config, ConfigError, EtcdAuthError, Node, RaftBlockState
+from etcdraft import Config, ConfigError, EtcdAuthError, EtcdTimeoutError, Node, RaftBlockState
 from etcdraft._deadline import Deadline
 from etcdraft.embedded import EtcdCluster, TLSFiles
 from etcdraft.etcd import EtcdClient
@@ -466,5 +466,83 @@ def test_unavailability_carries_a_machine_readable_reason(etcd: Any) -> None:
             client.get(b"k", Deadline(0.0))
         assert expired.value.reason == "deadline", expired.value
         assert client.get(b"k", Deadline(5.0)) is None  # the client itself is fine
+    finally:
+        client.close()
+
+
+def test_lease_keepalive_backs_off_instead_of_reopening_streams_in_a_hot_loop(etcd: Any) -> None:
+    """A keep-alive stream that fails at once (connection refused) is reopened after a
+    pause once every endpoint failed in turn (before: ~850 streams and 85 % of a core
+    in one second); a dead endpoint's successor is still tried at once."""
+    dead = f"http://127.0.0.1:{closed_port()}"
+    client = EtcdClient([dead], name="test-ka-dead")
+    opened = 0
+    open_stream = client.open_stream
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal opened
+        opened += 1
+        return open_stream(*args, **kwargs)
+
+    client.open_stream = counting  # type: ignore[method-assign]
+    try:
+        with pytest.raises(EtcdTimeoutError):
+            client.keepalive_stream("t").keepalive(1, Deadline(1.0))
+    finally:
+        client.close()
+    # pauses of 50, 100, 150, 200, 250, 250 ms fill the second: at most 7 streams
+    assert 1 <= opened <= 8, opened
+
+    client = EtcdClient([dead, *etcd.endpoints], name="test-ka-next")
+    try:
+        lease, _ = client.lease_grant(5, Deadline(5.0))
+        stream = client.keepalive_stream("t")
+        assert stream.keepalive(lease, Deadline(5.0)) > 0
+        stream.close()
+    finally:
+        client.close()
+
+
+def test_an_idle_connection_is_not_closed_by_etcd_for_pinging(
+    etcd_cluster_factory: Callable[..., EtcdCluster], namespace: str
+) -> None:
+    """etcd's gRPC server allows keepalive pings without an active call at most every
+    2 hours (Go gRPC's ``PermitWithoutStream: false``, which etcd sets): a client
+    that pings an idle connection every ``keepalive_time`` is sent GOAWAY
+    ``too_many_pings`` after three pings (seen here: an idle follower's data
+    connection, 30-40 s after its last request, with grpc-core's error line on stderr
+    and its keepalive then throttled). Pings go only while a call is active; here
+    both sides run at 1 s (etcd's ``--grpc-keepalive-min-time``, our
+    ``keepalive_time``), so three pings would take 3 s."""
+    import threading
+
+    import grpc
+
+    cluster = etcd_cluster_factory(1, extra_args=["--grpc-keepalive-min-time=1s"])
+    cfg = Config(
+        node_id="ka",
+        raft_addr="127.0.0.1:7000",
+        endpoints=list(cluster.endpoints),
+        namespace=namespace,
+        keepalive_time="1s",
+        keepalive_timeout="1s",
+    )
+    client = EtcdClient.from_config(cfg, name="test-idle")
+    left_ready = threading.Event()
+    seen: list[str] = []
+
+    def on_state(state: grpc.ChannelConnectivity) -> None:
+        seen.append(state.name)
+        if "READY" in seen and state is not grpc.ChannelConnectivity.READY:
+            left_ready.set()
+
+    try:
+        assert client.get(namespace.encode() + b"/k", Deadline(5.0)) is None
+        channel, _ = client._eps.all[0]._lanes["data"]
+        channel.subscribe(on_state, try_to_connect=False)
+        assert not left_ready.wait(4.5), f"etcd closed the idle connection: {seen}"
+        # a connection with a call in flight is still pinged (liveness of streams)
+        opts = dict(client.channels.options(dedicated=True))
+        assert opts["grpc.keepalive_time_ms"] == 1000
     finally:
         client.close()

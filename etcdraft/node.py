@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from etcdraft import membership
 from etcdraft._context import NodeContext
 from etcdraft._deadline import Deadline
+from etcdraft._worker import join_all
 from etcdraft.broadcast import MAX_ENTRY_BYTES, Broadcaster
 from etcdraft.cluster_view import ClusterView
 from etcdraft.config import Config
@@ -297,17 +298,13 @@ class Node:
                     exc,
                     extra=ctx.extra(),
                 )
-        budget = Deadline(max(0.2, ctx.config.send_timeout))
-        threads = [*self._elector.threads().values(), *self._replicator.threads().values()]
-        for thread in threads:
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(budget.remaining())
-                if thread.is_alive():
-                    ctx.log.warning(
-                        "thread %s still busy at stop; it ends on its own deadline",
-                        thread.name,
-                        extra=ctx.extra(),
-                    )
+        join_all(
+            [*self._elector.threads().values(), *self._replicator.threads().values()],
+            Deadline(max(0.2, ctx.config.send_timeout)),
+            ctx.log,
+            "thread %s still busy at stop; it ends on its own deadline",
+            ctx.extra(),
+        )
         try:
             self._fsm.save_snapshot()
         except OSError as exc:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from etcdraft import membership
+from etcdraft import membership, protocol
 from etcdraft._context import NodeContext
 from etcdraft._deadline import Deadline
 from etcdraft._worker import join_all
@@ -37,14 +37,13 @@ from etcdraft.cluster_view import ClusterView
 from etcdraft.config import Config
 from etcdraft.elector import Elector
 from etcdraft.errors import ConfigError, EtcdraftError
-from etcdraft.etcd import EtcdClient, prefix_end
+from etcdraft.etcd import EtcdClient
 from etcdraft.fsm import FSM, ApplyQueue, SnapshotStore
 from etcdraft.handover import Handover
 from etcdraft.heartbeat import Heartbeat
 from etcdraft.keys import Keys
 from etcdraft.progress import ProgressReporter
 from etcdraft.proto import RaftBlockState
-from etcdraft.protocol import log_head
 from etcdraft.pruner import Pruner
 from etcdraft.replication import Replicator
 from etcdraft.stats import NodeHealth, NodeStats
@@ -378,7 +377,7 @@ class Node:
             EtcdraftError: etcd did not answer within ``timeout``.
         """
         ctx = self._ctx
-        return log_head(ctx.require_client(), ctx.keys, Deadline(timeout, ctx.stopping))
+        return protocol.log_head(ctx.require_client(), ctx.keys, Deadline(timeout, ctx.stopping))
 
     def leader_id(self) -> str:
         """The leader's node id as last seen (``""`` when unknown). Local, no I/O."""
@@ -422,18 +421,8 @@ class Node:
         ctx = self._ctx
         client = ctx.require_client()
         deadline = Deadline(timeout, ctx.stopping)
-        keys = ctx.keys
-        res = client.range(
-            keys.log_prefix,
-            prefix_end(keys.log_prefix),
-            deadline.sub(ctx.config.send_timeout),
-            limit=1,
-            keys_only=True,
-            descending=True,
-        )
-        if not res.kvs:
-            return True
-        return self._fsm.wait_applied(res.kvs[0].mod_revision, deadline.remaining(), ctx.stopping)
+        rev = protocol.log_head_revision(client, ctx.keys, deadline.sub(ctx.config.send_timeout))
+        return not rev or self._fsm.wait_applied(rev, deadline.remaining(), ctx.stopping)
 
     def wait_role_change(self, was_leader: bool, timeout: float) -> bool:
         """Wait up to ``timeout`` until ``is_leader()`` differs from ``was_leader``

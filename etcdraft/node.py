@@ -484,11 +484,7 @@ class Node:
             ConfigError: empty or malformed id or address (also a ``ValueError``).
             EtcdUnavailableError: etcd did not answer in time.
         """
-        ctx = self._ctx
-        client = ctx.require_client()
-        deadline = Deadline(ctx.config.send_timeout * 3, ctx.stopping)
-        if membership.add_member(client, ctx.keys, node_id, addr, deadline):
-            ctx.log.info("member %s added at %s", node_id, addr, extra=ctx.extra())
+        membership.add_peer(self._ctx, node_id, addr)
 
     def remove_peer(self, node_id: str) -> None:
         """Remove a member; a removed leader steps down and its writes are fenced
@@ -497,9 +493,4 @@ class Node:
         Raises:
             EtcdUnavailableError: etcd did not answer in time.
         """
-        membership.check_member_id(node_id)
-        ctx = self._ctx
-        client = ctx.require_client()
-        deadline = Deadline(ctx.config.send_timeout * 3, ctx.stopping)
-        membership.remove_member(client, ctx.keys, node_id, deadline)
-        ctx.log.info("member %s removed", node_id, extra=ctx.extra())
+        membership.remove_peer(self._ctx, node_id)

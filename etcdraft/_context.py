@@ -45,6 +45,16 @@ class NodeContext:
             raise EtcdUnavailableError(f"node {self.id} is not started; call start() first")
         return client
 
+    def figures(self) -> dict[str, Any]:
+        """The node id and the etcd client's fields of
+        :class:`~etcdraft.stats.NodeStats` (0 before ``start()``)."""
+        client = self.client
+        return {
+            "node_id": self.id,
+            "observed_revision": client.max_revision if client is not None else 0,
+            "endpoint_failovers": client.failovers if client is not None else 0,
+        }
+
     def extra(self, **fields: Any) -> dict[str, Any]:
         """The structured fields of a log record (node id, term, ...)."""
         fields.setdefault("node_id", self.id)

@@ -96,7 +96,7 @@ class Node:
         )
         ctx.current_term = lambda: self._elector.leadership.term
         self._broadcaster = Broadcaster(
-            ctx, self._fsm, self._elector, self._heartbeat, self.leader_id
+            ctx, self._fsm, self._elector, self._heartbeat, self._elector.leader_id
         )
         self._replicator = Replicator(ctx, self._cluster, self._fsm, self._heartbeat, self._elector)
         self._handover = Handover(ctx, self._cluster, self._elector)
@@ -220,9 +220,6 @@ class Node:
                 ctx.client = None
                 raise
             self._replicator.start(revision)
-            session = self._elector.session
-            assert session is not None
-            session.start()
             self._elector.start()
             if cfg.http_addr:
                 from etcdraft.http_api import NodeHttpServer
@@ -283,22 +280,10 @@ class Node:
             http.close()
         self._elector.step_down("node stopping")
         self._elector.signal_stop()
-        session = self._elector.session
-        if session is not None:
-            session.signal_stop()
         self._replicator.signal_stop()
-        if session is not None:
-            try:
-                session.revoke(Deadline(revoke_timeout))
-            except EtcdraftError as exc:
-                ctx.log.warning(
-                    "could not revoke the session lease (it expires in %ds): %s",
-                    session.ttl,
-                    exc,
-                    extra=ctx.extra(),
-                )
+        self._elector.revoke_session(revoke_timeout)
         join_all(
-            [*self._elector.threads().values(), *self._replicator.threads().values()],
+            self._threads().values(),
             Deadline(max(0.2, ctx.config.send_timeout)),
             ctx.log,
             "thread %s still busy at stop; it ends on its own deadline",
@@ -330,43 +315,28 @@ class Node:
         """A frozen snapshot of this node: role, term, leader, applied and observed
         revision, lease remaining, last heartbeat, counters. Local; never blocks on I/O.
         Each part reports its own fields."""
-        ctx = self._ctx
-        client = ctx.client
-        leader = self.is_leader()
-        lead = self._elector.leadership
-        if self._closed or not ctx.started:
-            role = "stopped"
-        else:
-            role = "leader" if leader else "candidate" if lead.rev else "follower"
+        running = self._ctx.started and not self._closed
         return NodeStats(
-            node_id=ctx.id,
-            role=role,
-            term=lead.term if leader else 0,
-            leader_id=self.leader_id(),
-            observed_revision=client.max_revision if client is not None else 0,
-            endpoint_failovers=client.failovers if client is not None else 0,
-            pieces_cleaned=self._pruner.pieces_cleaned,
+            **self._ctx.figures(),
+            **self._elector.figures(time.monotonic(), running=running),
             **self._fsm.figures(),
-            **self._elector.figures(time.monotonic()),
             **self._broadcaster.figures(),
             **self._replicator.figures(),
+            **self._pruner.figures(),
             **self._cluster.figures(),
         )
 
+    def _threads(self) -> dict[str, threading.Thread | None]:
+        """The node's threads by role, in the order they are joined at stop."""
+        return {**self._elector.threads(), **self._replicator.threads()}
+
     def _health(self, timeout: float) -> NodeHealth:
         """For the HTTP probes (package-internal): see :class:`NodeHealth`."""
-        ctx = self._ctx
-        session = self._elector.session
-        threads = {**self._elector.threads(), **self._replicator.threads()}
+        threads = self._threads()
         return NodeHealth(
-            stopping=self._closed or ctx.stopping.is_set(),
+            stopping=self._closed or self._ctx.stopping.is_set(),
             dead_threads=tuple(n for n, t in threads.items() if t is None or not t.is_alive()),
-            session_live=(
-                session is not None
-                and ctx.client is not None
-                and not self._elector.session_lost.is_set()
-                and session.expires_at() > time.monotonic()
-            ),
+            session_live=self._elector.session_live(),
             answering=self._cluster.responsive(timeout),
         )
 
@@ -381,10 +351,7 @@ class Node:
 
     def leader_id(self) -> str:
         """The leader's node id as last seen (``""`` when unknown). Local, no I/O."""
-        if self.is_leader():
-            return self._ctx.id
-        cand = self._cluster.leader()
-        return cand.node_id if cand is not None else ""
+        return self._elector.leader_id()
 
     def get_state(self) -> RaftBlockState:
         """A copy of the latest applied state (height 0 before any). No I/O."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import time
+from typing import Any
 
 from etcdraft._context import NodeContext
 from etcdraft._deadline import Deadline
@@ -35,6 +36,10 @@ class Pruner:
         self._fsm = fsm
         self._last_sweep = -float("inf")
         self.pieces_cleaned = 0
+
+    def figures(self) -> dict[str, Any]:
+        """This part's fields of :class:`~etcdraft.stats.NodeStats`."""
+        return {"pieces_cleaned": self.pieces_cleaned}
 
     def maybe_prune(self, client: EtcdClient, deadline: Deadline, key: bytes, term: int) -> bool:
         """Delete old log entries (and their large blocks' pieces): keep the newest

@@ -129,12 +129,9 @@ class Elector(Worker):
         """This node has an etcd session whose lease cannot have expired (the
         readiness probe's ``NodeHealth.session_live``)."""
         session = self.session
-        return (
-            session is not None
-            and self._ctx.client is not None
-            and not self.session_lost.is_set()
-            and session.expires_at() > time.monotonic()
-        )
+        if session is None or self._ctx.client is None or self.session_lost.is_set():
+            return False
+        return session.expires_at() > time.monotonic()
 
     def figures(self, now: float, *, running: bool) -> dict[str, Any]:
         """This part's fields of :class:`~etcdraft.stats.NodeStats`: the role, the
@@ -142,16 +139,13 @@ class Elector(Worker):
         node is started and not closed (else its role is ``stopped``)."""
         leader = self.is_leader()
         lead = self._leadership
-        if not running:
-            role = "stopped"
-        else:
-            role = "leader" if leader else "candidate" if lead.rev else "follower"
+        role = "leader" if leader else "candidate" if lead.rev else "follower"
         session = self.session
         until = self.leader_until()
         acked = self._heartbeat.acked_at
         leading = until is not None and self._ctx.config.fast_takeover
         return {
-            "role": role,
+            "role": role if running else "stopped",
             "term": lead.term if leader else 0,
             "leader_id": self.leader_id(),
             "lease_remaining": (session.expires_at() - now) if session is not None else 0.0,
@@ -384,23 +378,10 @@ class Elector(Worker):
         if self.holds_term():
             if cfg.fast_takeover:
                 self._send_heartbeat(client, deadline)
-            self._retain(client, lead)
+            if self._pruner.retain(client, lead.key, lead.term):
+                self.wake()
         elif cfg.fast_takeover and pause is None and leader is not None and leader.key != mine.key:
             self._maybe_depose(client, deadline, leader, mine)  # never while paused
-
-    def _retain(self, client: EtcdClient, lead: Leadership) -> None:
-        """Pruning and the piece sweep, which must never hold up the next heartbeat:
-        with fast takeover their I/O gets at most half a ``heartbeat_timeout`` (a
-        range delete and a keys-only read), and a failure is retried on a later step
-        without the control loop's back-off."""
-        cfg = self._ctx.config
-        budget = min(cfg.send_timeout, cfg.heartbeat_timeout / 2) if cfg.fast_takeover else None
-        deadline = Deadline(budget or cfg.send_timeout, self._ctx.stopping)
-        try:
-            if self._pruner.maybe_prune(client, deadline, lead.key, lead.term):
-                self.wake()
-        except EtcdraftError as exc:
-            self._ctx.warn_once("prune", "pruning failed (will retry): %s", exc)
 
     def _claim(
         self, client: EtcdClient, deadline: Deadline, mine: Candidate, lease: int, cause: str

@@ -200,14 +200,7 @@ class Node:
             ctx.client = EtcdClient.from_config(cfg, name=ctx.id)
             deadline = Deadline(max(cfg.shutdown_timeout, cfg.send_timeout), ctx.stopping)
             try:
-                snap = self._fsm.load_snapshot()
-                if snap is not None:
-                    ctx.log.info(
-                        "loaded local snapshot: height %d index %d",
-                        snap.state.height,
-                        snap.index,
-                        extra=ctx.extra(height=snap.state.height, index=snap.index),
-                    )
+                self._progress.load_snapshot()
                 revision = self._replicator.resync(deadline)
                 if cfg.bootstrap:
                     peers = membership.bootstrap(ctx.client, ctx.keys, cfg, deadline, ctx.log)
@@ -289,10 +282,7 @@ class Node:
             "thread %s still busy at stop; it ends on its own deadline",
             ctx.extra(),
         )
-        try:
-            self._fsm.save_snapshot()
-        except OSError as exc:
-            ctx.log.warning("could not write the final snapshot: %s", exc, extra=ctx.extra())
+        self._progress.final_snapshot()
         if ctx.client is not None:
             ctx.client.close()
         self._closed = True

@@ -45,7 +45,7 @@ from etcdraft.progress import ProgressReporter
 from etcdraft.proto import RaftBlockState
 from etcdraft.pruner import Pruner
 from etcdraft.replication import Replicator
-from etcdraft.stats import NodeHealth, NodeStats
+from etcdraft.stats import Counter, NodeHealth, NodeStats
 from etcdraft.view import Progress
 
 if TYPE_CHECKING:
@@ -126,35 +126,15 @@ class Node:
     def keys(self) -> Keys:
         return self._ctx.keys
 
-    # counters (see also stats())
+    # counters (see also stats()), each kept by the part that counts
 
-    @property
-    def broadcasts(self) -> int:
-        return self._broadcaster.broadcasts
-
-    @property
-    def fenced_rejections(self) -> int:
-        return self._broadcaster.fenced_rejections
-
-    @property
-    def deposed(self) -> int:
-        return self._elector.deposed
-
-    @property
-    def foreign_keys(self) -> int:
-        return self._replicator.foreign_keys
-
-    @property
-    def corrupt_blocks(self) -> int:
-        return self._replicator.corrupt_blocks
-
-    @property
-    def pieces_written(self) -> int:
-        return self._broadcaster.pieces_written
-
-    @property
-    def pieces_cleaned(self) -> int:
-        return self._pruner.pieces_cleaned
+    broadcasts = Counter(lambda node: node._broadcaster.broadcasts)
+    fenced_rejections = Counter(lambda node: node._broadcaster.fenced_rejections)
+    deposed = Counter(lambda node: node._elector.deposed)
+    foreign_keys = Counter(lambda node: node._replicator.foreign_keys)
+    corrupt_blocks = Counter(lambda node: node._replicator.corrupt_blocks)
+    pieces_written = Counter(lambda node: node._broadcaster.pieces_written)
+    pieces_cleaned = Counter(lambda node: node._pruner.pieces_cleaned)
 
     @property
     def etcd_full(self) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from etcdraft.config import Config
-from etcdraft.errors import EtcdUnavailableError
+from etcdraft.errors import ConfigError, EtcdUnavailableError
 from etcdraft.etcd import EtcdClient
 from etcdraft.keys import Keys
 
@@ -24,9 +24,19 @@ WARN_EVERY = 10.0
 
 
 class NodeContext:
-    """Read-only for the parts (``client`` is set once, by ``Node.start()``)."""
+    """Read-only for the parts (``client`` is set once, by ``Node.start()``). Refuses
+    what no node can run with: a ``config`` that is no :class:`Config`, or one without
+    etcd endpoints (``ConfigError``)."""
 
     def __init__(self, config: Config, log: logging.Logger) -> None:
+        if not isinstance(config, Config):
+            raise TypeError(f"config must be an etcdraft.Config, not {type(config).__name__}")
+        if not config.endpoints:
+            raise ConfigError(
+                "Node needs etcd endpoints: set Config.endpoints (env ETCDRAFT_ENDPOINTS), "
+                "e.g. http://127.0.0.1:2379; for a local etcd use etcdraft.embedded",
+                field="endpoints",
+            )
         self.config = config
         self.log = log
         self.id = config.node_id

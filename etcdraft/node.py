@@ -65,15 +65,7 @@ class Node:
     """
 
     def __init__(self, config: Config, *, logger: logging.Logger | None = None) -> None:
-        if not isinstance(config, Config):
-            raise TypeError(f"config must be an etcdraft.Config, not {type(config).__name__}")
-        if not config.endpoints:
-            raise ConfigError(
-                "Node needs etcd endpoints: set Config.endpoints (env ETCDRAFT_ENDPOINTS), "
-                "e.g. http://127.0.0.1:2379; for a local etcd use etcdraft.embedded",
-                field="endpoints",
-            )
-        self._ctx = ctx = NodeContext(config, logger or log)
+        self._ctx = ctx = NodeContext(config, logger or log)  # checks config
         snapshots = (
             SnapshotStore(config.raft_dir, config.snap_count, namespace=config.namespace)
             if config.raft_dir

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from etcdraft.config import Config
-from etcdraft.errors import EtcdUnavailableError
+from etcdraft.errors import ConfigError, EtcdUnavailableError
 from etcdraft.etcd import EtcdClient
 from etcdraft.keys import Keys
 
@@ -24,9 +24,19 @@ WARN_EVERY = 10.0
 
 
 class NodeContext:
-    """Read-only for the parts (``client`` is set once, by ``Node.start()``)."""
+    """Read-only for the parts (``client`` is set once, by ``Node.start()``). Refuses
+    what no node can run with: a ``config`` that is no :class:`Config`, or one without
+    etcd endpoints (``ConfigError``)."""
 
     def __init__(self, config: Config, log: logging.Logger) -> None:
+        if not isinstance(config, Config):
+            raise TypeError(f"config must be an etcdraft.Config, not {type(config).__name__}")
+        if not config.endpoints:
+            raise ConfigError(
+                "Node needs etcd endpoints: set Config.endpoints (env ETCDRAFT_ENDPOINTS), "
+                "e.g. http://127.0.0.1:2379; for a local etcd use etcdraft.embedded",
+                field="endpoints",
+            )
         self.config = config
         self.log = log
         self.id = config.node_id
@@ -44,6 +54,16 @@ class NodeContext:
         if client is None or not self.started:
             raise EtcdUnavailableError(f"node {self.id} is not started; call start() first")
         return client
+
+    def figures(self) -> dict[str, Any]:
+        """The node id and the etcd client's fields of
+        :class:`~etcdraft.stats.NodeStats` (0 before ``start()``)."""
+        client = self.client
+        return {
+            "node_id": self.id,
+            "observed_revision": client.max_revision if client is not None else 0,
+            "endpoint_failovers": client.failovers if client is not None else 0,
+        }
 
     def extra(self, **fields: Any) -> dict[str, Any]:
         """The structured fields of a log record (node id, term, ...)."""

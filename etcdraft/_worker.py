@@ -1,11 +1,34 @@
 """The lifecycle of a background thread, shared by every part that owns one: the
-thread, its stop event, start, signal and join. Nothing here is public."""
+thread, its stop event, start, signal and join; and the bounded join of an owner's
+threads at stop. Nothing here is public."""
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-__all__ = ["Worker"]
+from etcdraft._deadline import Deadline
+
+__all__ = ["Worker", "join_all"]
+
+
+def join_all(
+    threads: Iterable[threading.Thread | None],
+    budget: Deadline,
+    log: logging.Logger,
+    still_busy: str,
+    extra: Mapping[str, Any],
+) -> None:
+    """Join each thread (never None, never the calling thread) within one ``budget``;
+    log ``still_busy % thread.name`` as a warning for each one still alive then (it
+    ends on its own deadline)."""
+    for thread in threads:
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(budget.remaining())
+            if thread.is_alive():
+                log.warning(still_busy, thread.name, extra=extra)
 
 
 class Worker:

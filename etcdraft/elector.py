@@ -118,14 +118,36 @@ class Elector(Worker):
             until = min(until, self._heartbeat.belief_until())
         return until
 
-    def figures(self, now: float) -> dict[str, Any]:
-        """This part's fields of :class:`~etcdraft.stats.NodeStats` (the session's
-        and leadership's; ``role``, ``term`` and ``leader_id`` are the node's)."""
+    def leader_id(self) -> str:
+        """See ``Node.leader_id``."""
+        if self.is_leader():
+            return self._ctx.id
+        cand = self._cluster.leader()
+        return cand.node_id if cand is not None else ""
+
+    def session_live(self) -> bool:
+        """This node has an etcd session whose lease cannot have expired (the
+        readiness probe's ``NodeHealth.session_live``)."""
+        session = self.session
+        if session is None or self._ctx.client is None or self.session_lost.is_set():
+            return False
+        return session.expires_at() > time.monotonic()
+
+    def figures(self, now: float, *, running: bool) -> dict[str, Any]:
+        """This part's fields of :class:`~etcdraft.stats.NodeStats`: the role, the
+        term and the leader, the session's and the leadership's. ``running``: the
+        node is started and not closed (else its role is ``stopped``)."""
+        leader = self.is_leader()
+        lead = self._leadership
+        role = "leader" if leader else "candidate" if lead.rev else "follower"
         session = self.session
         until = self.leader_until()
         acked = self._heartbeat.acked_at
         leading = until is not None and self._ctx.config.fast_takeover
         return {
+            "role": role if running else "stopped",
+            "term": lead.term if leader else 0,
+            "leader_id": self.leader_id(),
             "lease_remaining": (session.expires_at() - now) if session is not None else 0.0,
             "lease_ttl": float(session.ttl) if session is not None else 0.0,
             "keepalive_latency": session.last_keepalive_latency if session is not None else 0.0,
@@ -243,9 +265,36 @@ class Elector(Worker):
 
     # -- the control thread ------------------------------------------------------------
 
+    def start(self) -> None:
+        """Start the session's keep-alive thread, then the control thread (after
+        :meth:`new_session`)."""
+        session = self.session
+        assert session is not None
+        session.start()
+        super().start()
+
     def signal_stop(self) -> None:
+        """Ask the control thread and the session's thread to end."""
         super().signal_stop()
         self._changed.set()
+        if self.session is not None:
+            self.session.signal_stop()
+
+    def revoke_session(self, timeout: float) -> None:
+        """Revoke the session lease, so others take over at once; when etcd does not
+        answer within ``timeout`` the lease expires on its own (logged)."""
+        session = self.session
+        if session is None:
+            return
+        try:
+            session.revoke(Deadline(timeout))
+        except EtcdraftError as exc:
+            self._ctx.log.warning(
+                "could not revoke the session lease (it expires in %ds): %s",
+                session.ttl,
+                exc,
+                extra=self._ctx.extra(),
+            )
 
     def _run(self) -> None:
         cfg = self._ctx.config
@@ -329,23 +378,10 @@ class Elector(Worker):
         if self.holds_term():
             if cfg.fast_takeover:
                 self._send_heartbeat(client, deadline)
-            self._retain(client, lead)
+            if self._pruner.retain(client, lead.key, lead.term):
+                self.wake()
         elif cfg.fast_takeover and pause is None and leader is not None and leader.key != mine.key:
             self._maybe_depose(client, deadline, leader, mine)  # never while paused
-
-    def _retain(self, client: EtcdClient, lead: Leadership) -> None:
-        """Pruning and the piece sweep, which must never hold up the next heartbeat:
-        with fast takeover their I/O gets at most half a ``heartbeat_timeout`` (a
-        range delete and a keys-only read), and a failure is retried on a later step
-        without the control loop's back-off."""
-        cfg = self._ctx.config
-        budget = min(cfg.send_timeout, cfg.heartbeat_timeout / 2) if cfg.fast_takeover else None
-        deadline = Deadline(budget or cfg.send_timeout, self._ctx.stopping)
-        try:
-            if self._pruner.maybe_prune(client, deadline, lead.key, lead.term):
-                self.wake()
-        except EtcdraftError as exc:
-            self._ctx.warn_once("prune", "pruning failed (will retry): %s", exc)
 
     def _claim(
         self, client: EtcdClient, deadline: Deadline, mine: Candidate, lease: int, cause: str

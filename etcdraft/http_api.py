@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 from etcdraft._config_values import split_host_port
 from etcdraft._deadline import Deadline
 from etcdraft._version import __version__
+from etcdraft._worker import join_all
 from etcdraft.errors import ConfigError, EtcdraftError
 
 if TYPE_CHECKING:
@@ -168,16 +169,13 @@ class NodeHttpServer:
         if self._serve_thread is not None:
             self._server.shutdown()  # returns once serve_forever has left its loop
         self._server.server_close()
-        threads = [self._serve_thread, *self._server.request_threads()]
-        for thread in threads:
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(deadline.remaining())
-                if thread.is_alive():
-                    log.warning(
-                        "HTTP thread %s still busy at stop; it ends on its socket timeout",
-                        thread.name,
-                        extra={"node_id": self._node.node_id},
-                    )
+        join_all(
+            [self._serve_thread, *self._server.request_threads()],
+            deadline,
+            log,
+            "HTTP thread %s still busy at stop; it ends on its socket timeout",
+            {"node_id": self._node.node_id},
+        )
 
     # ------------------------------------------------------------------ routing
 

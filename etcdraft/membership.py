@@ -1,5 +1,6 @@
 """Membership transactions under ``<ns>/members/``, shared by ``Node.add_peer`` /
-``Node.remove_peer`` and the ``etcdraft members`` command, and the bootstrap of a
+``Node.remove_peer`` (:func:`add_peer`, :func:`remove_peer`: the node's deadline and
+log line around them) and the ``etcdraft members`` command, and the bootstrap of a
 namespace's first membership."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from etcdraft._config_values import check_node_id
+from etcdraft._context import NodeContext
 from etcdraft._deadline import Deadline
 from etcdraft.config import Config, parse_peer
 from etcdraft.errors import ConfigError, EtcdTimeoutError
@@ -23,7 +25,14 @@ from etcdraft.etcd import (
 )
 from etcdraft.keys import Keys
 
-__all__ = ["add_member", "bootstrap", "check_member_id", "remove_member"]
+__all__ = [
+    "add_member",
+    "add_peer",
+    "bootstrap",
+    "check_member_id",
+    "remove_member",
+    "remove_peer",
+]
 
 log = logging.getLogger("etcdraft.node")
 
@@ -87,6 +96,25 @@ def remove_member(client: EtcdClient, keys: Keys, node_id: str, deadline: Deadli
     if not result.succeeded:  # a candidacy changed meanwhile: delete what is there
         client.txn([], [op_delete(keys.member(node_id))], deadline=deadline)
     return len(ops) > 1
+
+
+def add_peer(ctx: NodeContext, node_id: str, addr: str) -> None:
+    """``Node.add_peer``: :func:`add_member` within three ``send_timeout``, logged
+    when something changed."""
+    client = ctx.require_client()
+    deadline = Deadline(ctx.config.send_timeout * 3, ctx.stopping)
+    if add_member(client, ctx.keys, node_id, addr, deadline):
+        ctx.log.info("member %s added at %s", node_id, addr, extra=ctx.extra())
+
+
+def remove_peer(ctx: NodeContext, node_id: str) -> None:
+    """``Node.remove_peer``: :func:`remove_member` within three ``send_timeout``,
+    logged (the id is checked before anything else)."""
+    check_member_id(node_id)
+    client = ctx.require_client()
+    deadline = Deadline(ctx.config.send_timeout * 3, ctx.stopping)
+    remove_member(client, ctx.keys, node_id, deadline)
+    ctx.log.info("member %s removed", node_id, extra=ctx.extra())
 
 
 def bootstrap(

@@ -121,6 +121,33 @@ BROADCAST_OUTCOMES = (
 )
 
 
+#: Series read as they are from one ``NodeStats``: series name → field.
+_FROM_STATS = {
+    "term": "term",
+    "applied_term": "applied_term",
+    "applied_index": "applied_index",
+    "applied_height": "applied_height",
+    "members": "members",
+    "live_nodes": "live_nodes",
+    "broadcasts": "broadcasts",
+    "applied": "applied",
+    "apply_dropped": "dropped",
+    "apply_skipped": "skipped",
+    "fenced_rejections": "fenced_rejections",
+    "foreign_keys": "foreign_keys",
+    "keepalive_latency_seconds": "keepalive_latency",
+    "keepalive_failures": "keepalive_failures",
+    "lease_ttl_seconds": "lease_ttl",
+    "watch_connected": "watch_connected",
+    "watch_reconnects": "watch_reconnects",
+    "watch_resyncs": "watch_resyncs",
+    "watch_gap_entries": "watch_gap_entries",
+    "etcd_endpoint_failovers": "endpoint_failovers",
+    "deposed": "deposed",
+    "paused": "paused",
+}
+
+
 def outcome_of(exc: BaseException | None) -> str:
     """The ``outcome`` label for a broadcast that raised ``exc`` (None: ``ok``)."""
     if exc is None:
@@ -294,29 +321,9 @@ class NodeMetrics:
         """Everything from one ``node.stats()`` snapshot (no private attributes)."""
         st = node.stats()
         yield "is_leader", 1.0 if st.role == "leader" else 0.0
-        yield "term", float(st.term)
-        yield "applied_term", float(st.applied_term)
-        yield "applied_index", float(st.applied_index)
-        yield "applied_height", float(st.applied_height)
-        yield "members", float(st.members)
-        yield "live_nodes", float(st.live_nodes)
-        yield "broadcasts", float(st.broadcasts)
-        yield "applied", float(st.applied)
-        yield "apply_dropped", float(st.dropped)
-        yield "apply_skipped", float(st.skipped)
-        yield "fenced_rejections", float(st.fenced_rejections)
-        yield "foreign_keys", float(st.foreign_keys)
-        yield "keepalive_latency_seconds", st.keepalive_latency
-        yield "keepalive_failures", float(st.keepalive_failures)
-        yield "lease_ttl_seconds", st.lease_ttl
+        for name, field in _FROM_STATS.items():
+            yield name, float(getattr(st, field))  # a bool counts 1.0 or 0.0
         yield "lease_remaining_seconds", max(0.0, st.lease_remaining)
-        yield "watch_connected", 1.0 if st.watch_connected else 0.0
-        yield "watch_reconnects", float(st.watch_reconnects)
-        yield "watch_resyncs", float(st.watch_resyncs)
-        yield "watch_gap_entries", float(st.watch_gap_entries)
-        yield "etcd_endpoint_failovers", float(st.endpoint_failovers)
-        yield "deposed", float(st.deposed)
-        yield "paused", 1.0 if st.paused else 0.0
 
 
 class ClusterMetrics:

@@ -25,28 +25,27 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING
 
-from etcdraft import membership
+from etcdraft import membership, protocol
 from etcdraft._context import NodeContext
 from etcdraft._deadline import Deadline
+from etcdraft._worker import join_all
 from etcdraft.broadcast import MAX_ENTRY_BYTES, Broadcaster
 from etcdraft.cluster_view import ClusterView
 from etcdraft.config import Config
 from etcdraft.elector import Elector
 from etcdraft.errors import ConfigError, EtcdraftError
-from etcdraft.etcd import EtcdClient, prefix_end
+from etcdraft.etcd import EtcdClient
 from etcdraft.fsm import FSM, ApplyQueue, SnapshotStore
 from etcdraft.handover import Handover
 from etcdraft.heartbeat import Heartbeat
 from etcdraft.keys import Keys
 from etcdraft.progress import ProgressReporter
 from etcdraft.proto import RaftBlockState
-from etcdraft.protocol import log_head
 from etcdraft.pruner import Pruner
 from etcdraft.replication import Replicator
-from etcdraft.stats import NodeHealth, NodeStats
+from etcdraft.stats import Counter, NodeHealth, NodeStats
 from etcdraft.view import Progress
 
 if TYPE_CHECKING:
@@ -66,15 +65,7 @@ class Node:
     """
 
     def __init__(self, config: Config, *, logger: logging.Logger | None = None) -> None:
-        if not isinstance(config, Config):
-            raise TypeError(f"config must be an etcdraft.Config, not {type(config).__name__}")
-        if not config.endpoints:
-            raise ConfigError(
-                "Node needs etcd endpoints: set Config.endpoints (env ETCDRAFT_ENDPOINTS), "
-                "e.g. http://127.0.0.1:2379; for a local etcd use etcdraft.embedded",
-                field="endpoints",
-            )
-        self._ctx = ctx = NodeContext(config, logger or log)
+        self._ctx = ctx = NodeContext(config, logger or log)  # checks config
         snapshots = (
             SnapshotStore(config.raft_dir, config.snap_count, namespace=config.namespace)
             if config.raft_dir
@@ -96,7 +87,7 @@ class Node:
         )
         ctx.current_term = lambda: self._elector.leadership.term
         self._broadcaster = Broadcaster(
-            ctx, self._fsm, self._elector, self._heartbeat, self.leader_id
+            ctx, self._fsm, self._elector, self._heartbeat, self._elector.leader_id
         )
         self._replicator = Replicator(ctx, self._cluster, self._fsm, self._heartbeat, self._elector)
         self._handover = Handover(ctx, self._cluster, self._elector)
@@ -127,35 +118,15 @@ class Node:
     def keys(self) -> Keys:
         return self._ctx.keys
 
-    # counters (see also stats())
+    # counters (see also stats()), each kept by the part that counts
 
-    @property
-    def broadcasts(self) -> int:
-        return self._broadcaster.broadcasts
-
-    @property
-    def fenced_rejections(self) -> int:
-        return self._broadcaster.fenced_rejections
-
-    @property
-    def deposed(self) -> int:
-        return self._elector.deposed
-
-    @property
-    def foreign_keys(self) -> int:
-        return self._replicator.foreign_keys
-
-    @property
-    def corrupt_blocks(self) -> int:
-        return self._replicator.corrupt_blocks
-
-    @property
-    def pieces_written(self) -> int:
-        return self._broadcaster.pieces_written
-
-    @property
-    def pieces_cleaned(self) -> int:
-        return self._pruner.pieces_cleaned
+    broadcasts = Counter(lambda node: node._broadcaster.broadcasts)
+    fenced_rejections = Counter(lambda node: node._broadcaster.fenced_rejections)
+    deposed = Counter(lambda node: node._elector.deposed)
+    foreign_keys = Counter(lambda node: node._replicator.foreign_keys)
+    corrupt_blocks = Counter(lambda node: node._replicator.corrupt_blocks)
+    pieces_written = Counter(lambda node: node._broadcaster.pieces_written)
+    pieces_cleaned = Counter(lambda node: node._pruner.pieces_cleaned)
 
     @property
     def etcd_full(self) -> bool:
@@ -169,12 +140,7 @@ class Node:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def start(self) -> None:
@@ -200,14 +166,7 @@ class Node:
             ctx.client = EtcdClient.from_config(cfg, name=ctx.id)
             deadline = Deadline(max(cfg.shutdown_timeout, cfg.send_timeout), ctx.stopping)
             try:
-                snap = self._fsm.load_snapshot()
-                if snap is not None:
-                    ctx.log.info(
-                        "loaded local snapshot: height %d index %d",
-                        snap.state.height,
-                        snap.index,
-                        extra=ctx.extra(height=snap.state.height, index=snap.index),
-                    )
+                self._progress.load_snapshot()
                 revision = self._replicator.resync(deadline)
                 if cfg.bootstrap:
                     peers = membership.bootstrap(ctx.client, ctx.keys, cfg, deadline, ctx.log)
@@ -220,9 +179,6 @@ class Node:
                 ctx.client = None
                 raise
             self._replicator.start(revision)
-            session = self._elector.session
-            assert session is not None
-            session.start()
             self._elector.start()
             if cfg.http_addr:
                 from etcdraft.http_api import NodeHttpServer
@@ -283,35 +239,16 @@ class Node:
             http.close()
         self._elector.step_down("node stopping")
         self._elector.signal_stop()
-        session = self._elector.session
-        if session is not None:
-            session.signal_stop()
         self._replicator.signal_stop()
-        if session is not None:
-            try:
-                session.revoke(Deadline(revoke_timeout))
-            except EtcdraftError as exc:
-                ctx.log.warning(
-                    "could not revoke the session lease (it expires in %ds): %s",
-                    session.ttl,
-                    exc,
-                    extra=ctx.extra(),
-                )
-        budget = Deadline(max(0.2, ctx.config.send_timeout))
-        threads = [*self._elector.threads().values(), *self._replicator.threads().values()]
-        for thread in threads:
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(budget.remaining())
-                if thread.is_alive():
-                    ctx.log.warning(
-                        "thread %s still busy at stop; it ends on its own deadline",
-                        thread.name,
-                        extra=ctx.extra(),
-                    )
-        try:
-            self._fsm.save_snapshot()
-        except OSError as exc:
-            ctx.log.warning("could not write the final snapshot: %s", exc, extra=ctx.extra())
+        self._elector.revoke_session(revoke_timeout)
+        join_all(
+            self._threads().values(),
+            Deadline(max(0.2, ctx.config.send_timeout)),
+            ctx.log,
+            "thread %s still busy at stop; it ends on its own deadline",
+            ctx.extra(),
+        )
+        self._progress.final_snapshot()
         if ctx.client is not None:
             ctx.client.close()
         self._closed = True
@@ -334,43 +271,28 @@ class Node:
         """A frozen snapshot of this node: role, term, leader, applied and observed
         revision, lease remaining, last heartbeat, counters. Local; never blocks on I/O.
         Each part reports its own fields."""
-        ctx = self._ctx
-        client = ctx.client
-        leader = self.is_leader()
-        lead = self._elector.leadership
-        if self._closed or not ctx.started:
-            role = "stopped"
-        else:
-            role = "leader" if leader else "candidate" if lead.rev else "follower"
+        running = self._ctx.started and not self._closed
         return NodeStats(
-            node_id=ctx.id,
-            role=role,
-            term=lead.term if leader else 0,
-            leader_id=self.leader_id(),
-            observed_revision=client.max_revision if client is not None else 0,
-            endpoint_failovers=client.failovers if client is not None else 0,
-            pieces_cleaned=self._pruner.pieces_cleaned,
+            **self._ctx.figures(),
+            **self._elector.figures(time.monotonic(), running=running),
             **self._fsm.figures(),
-            **self._elector.figures(time.monotonic()),
             **self._broadcaster.figures(),
             **self._replicator.figures(),
+            **self._pruner.figures(),
             **self._cluster.figures(),
         )
 
+    def _threads(self) -> dict[str, threading.Thread | None]:
+        """The node's threads by role, in the order they are joined at stop."""
+        return {**self._elector.threads(), **self._replicator.threads()}
+
     def _health(self, timeout: float) -> NodeHealth:
         """For the HTTP probes (package-internal): see :class:`NodeHealth`."""
-        ctx = self._ctx
-        session = self._elector.session
-        threads = {**self._elector.threads(), **self._replicator.threads()}
+        threads = self._threads()
         return NodeHealth(
-            stopping=self._closed or ctx.stopping.is_set(),
+            stopping=self._closed or self._ctx.stopping.is_set(),
             dead_threads=tuple(n for n, t in threads.items() if t is None or not t.is_alive()),
-            session_live=(
-                session is not None
-                and ctx.client is not None
-                and not self._elector.session_lost.is_set()
-                and session.expires_at() > time.monotonic()
-            ),
+            session_live=self._elector.session_live(),
             answering=self._cluster.responsive(timeout),
         )
 
@@ -381,14 +303,11 @@ class Node:
             EtcdraftError: etcd did not answer within ``timeout``.
         """
         ctx = self._ctx
-        return log_head(ctx.require_client(), ctx.keys, Deadline(timeout, ctx.stopping))
+        return protocol.log_head(ctx.require_client(), ctx.keys, Deadline(timeout, ctx.stopping))
 
     def leader_id(self) -> str:
         """The leader's node id as last seen (``""`` when unknown). Local, no I/O."""
-        if self.is_leader():
-            return self._ctx.id
-        cand = self._cluster.leader()
-        return cand.node_id if cand is not None else ""
+        return self._elector.leader_id()
 
     def get_state(self) -> RaftBlockState:
         """A copy of the latest applied state (height 0 before any). No I/O."""
@@ -425,18 +344,8 @@ class Node:
         ctx = self._ctx
         client = ctx.require_client()
         deadline = Deadline(timeout, ctx.stopping)
-        keys = ctx.keys
-        res = client.range(
-            keys.log_prefix,
-            prefix_end(keys.log_prefix),
-            deadline.sub(ctx.config.send_timeout),
-            limit=1,
-            keys_only=True,
-            descending=True,
-        )
-        if not res.kvs:
-            return True
-        return self._fsm.wait_applied(res.kvs[0].mod_revision, deadline.remaining(), ctx.stopping)
+        rev = protocol.log_head_revision(client, ctx.keys, deadline.sub(ctx.config.send_timeout))
+        return not rev or self._fsm.wait_applied(rev, deadline.remaining(), ctx.stopping)
 
     def wait_role_change(self, was_leader: bool, timeout: float) -> bool:
         """Wait up to ``timeout`` until ``is_leader()`` differs from ``was_leader``
@@ -498,11 +407,7 @@ class Node:
             ConfigError: empty or malformed id or address (also a ``ValueError``).
             EtcdUnavailableError: etcd did not answer in time.
         """
-        ctx = self._ctx
-        client = ctx.require_client()
-        deadline = Deadline(ctx.config.send_timeout * 3, ctx.stopping)
-        if membership.add_member(client, ctx.keys, node_id, addr, deadline):
-            ctx.log.info("member %s added at %s", node_id, addr, extra=ctx.extra())
+        membership.add_peer(self._ctx, node_id, addr)
 
     def remove_peer(self, node_id: str) -> None:
         """Remove a member; a removed leader steps down and its writes are fenced
@@ -511,9 +416,4 @@ class Node:
         Raises:
             EtcdUnavailableError: etcd did not answer in time.
         """
-        membership.check_member_id(node_id)
-        ctx = self._ctx
-        client = ctx.require_client()
-        deadline = Deadline(ctx.config.send_timeout * 3, ctx.stopping)
-        membership.remove_member(client, ctx.keys, node_id, deadline)
-        ctx.log.info("member %s removed", node_id, extra=ctx.extra())
+        membership.remove_peer(self._ctx, node_id)

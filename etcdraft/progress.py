@@ -1,7 +1,8 @@
 """Progress reports and local snapshots (a part of :class:`~etcdraft.Node`, run by the
 session thread every keep-alive round): put ``<ns>/alive/<id>`` with the applied index
 and height when they changed (bound to the session lease; members rank handover
-targets by it), and write a local snapshot at most every SNAPSHOT_INTERVAL."""
+targets by it), and write a local snapshot at most every SNAPSHOT_INTERVAL. The node's
+start loads the latest local snapshot through it, and its stop writes a last one."""
 
 from __future__ import annotations
 
@@ -35,6 +36,29 @@ class ProgressReporter:
         self._last: Progress | None = None
         self._last_at = -math.inf
         self._last_snapshot = -math.inf
+
+    def load_snapshot(self) -> None:
+        """At start, before catching up: restore the FSM from the latest local
+        snapshot, if there is one (logged)."""
+        snap = self._fsm.load_snapshot()
+        if snap is not None:
+            height = snap.state.height
+            self._ctx.log.info(
+                "loaded local snapshot: height %d index %d",
+                height,
+                snap.index,
+                extra=self._ctx.extra(height=height, index=snap.index),
+            )
+
+    def final_snapshot(self) -> None:
+        """At stop, after the threads ended: write a last local snapshot (a failure
+        is logged)."""
+        try:
+            self._fsm.save_snapshot()
+        except OSError as exc:
+            self._ctx.log.warning(
+                "could not write the final snapshot: %s", exc, extra=self._ctx.extra()
+            )
 
     def new_session(self, deadline: Deadline, lease: int) -> None:
         """A fresh lease: its alive key does not exist yet; report now."""

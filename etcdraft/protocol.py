@@ -5,8 +5,9 @@ tools (:mod:`etcdraft.status`, :mod:`etcdraft.admin`, :mod:`etcdraft.follow`,
 The key shapes are in :mod:`etcdraft.keys`, the rules that read a view (the leader,
 the confirmed leader, the handover target, the cause of a claim) in
 :mod:`etcdraft.view`; this module holds the reads and transactions built on them:
-paged range reads, the view read at one revision, the log's head, the latest term
-record, and the handover transaction. Nothing here keeps state.
+paged range reads, the view read at one revision, the log's head (its height, or
+the revision that wrote it), the latest term record, and the handover transaction.
+Nothing here keeps state.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "handover_txn",
     "latest_term",
     "log_head",
+    "log_head_revision",
     "pages",
     "range_all",
     "read_view",
@@ -110,8 +112,8 @@ def read_view(
     return view
 
 
-def log_head(client: EtcdClient, keys: Keys, deadline: Deadline, revision: int = 0) -> int:
-    """The highest height in the log at ``revision`` (0: none left)."""
+def _last_log_key(client: EtcdClient, keys: Keys, deadline: Deadline, revision: int) -> KV | None:
+    """The log's last key at ``revision`` (keys only; None: the log is empty)."""
     res = client.range(
         keys.log_prefix,
         prefix_end(keys.log_prefix),
@@ -121,11 +123,23 @@ def log_head(client: EtcdClient, keys: Keys, deadline: Deadline, revision: int =
         keys_only=True,
         descending=True,
     )
-    for kv in res.kvs:
-        parsed = keys.parse(kv.key)
-        if parsed.kind == "log":
-            return parsed.number
-    return 0
+    return res.kvs[0] if res.kvs else None
+
+
+def log_head(client: EtcdClient, keys: Keys, deadline: Deadline, revision: int = 0) -> int:
+    """The highest height in the log at ``revision`` (0: none left)."""
+    kv = _last_log_key(client, keys, deadline, revision)
+    if kv is None:
+        return 0
+    parsed = keys.parse(kv.key)
+    return parsed.number if parsed.kind == "log" else 0
+
+
+def log_head_revision(client: EtcdClient, keys: Keys, deadline: Deadline) -> int:
+    """The revision that wrote the log's last entry, now (0: the log is empty): every
+    entry committed before this read is applied once the FSM reaches it."""
+    kv = _last_log_key(client, keys, deadline, 0)
+    return kv.mod_revision if kv is not None else 0
 
 
 def latest_term(client: EtcdClient, keys: Keys, deadline: Deadline) -> tuple[int, str]:

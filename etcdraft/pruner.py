@@ -8,12 +8,13 @@ from __future__ import annotations
 import bisect
 import contextlib
 import time
+from typing import Any
 
 from etcdraft._context import NodeContext
 from etcdraft._deadline import Deadline
 from etcdraft.blocks import is_manifest, parse_manifest
 from etcdraft.cluster_view import ClusterView
-from etcdraft.errors import CorruptDataError
+from etcdraft.errors import CorruptDataError, EtcdraftError
 from etcdraft.etcd import EtcdClient, cmp_create, op_delete, op_put, prefix_end
 from etcdraft.fsm import FSM
 from etcdraft.view import View
@@ -35,6 +36,25 @@ class Pruner:
         self._fsm = fsm
         self._last_sweep = -float("inf")
         self.pieces_cleaned = 0
+
+    def figures(self) -> dict[str, Any]:
+        """This part's fields of :class:`~etcdraft.stats.NodeStats`."""
+        return {"pieces_cleaned": self.pieces_cleaned}
+
+    def retain(self, client: EtcdClient, key: bytes, term: int) -> bool:
+        """One step of the leader's control loop: pruning and the piece sweep, which
+        must never hold up the next heartbeat: with fast takeover their I/O gets at
+        most half a ``heartbeat_timeout`` (a range delete and a keys-only read), and a
+        failure is retried on a later step without the control loop's back-off.
+        Returns True when it pruned (look again at once)."""
+        cfg = self._ctx.config
+        budget = min(cfg.send_timeout, cfg.heartbeat_timeout / 2) if cfg.fast_takeover else None
+        deadline = Deadline(budget or cfg.send_timeout, self._ctx.stopping)
+        try:
+            return self.maybe_prune(client, deadline, key, term)
+        except EtcdraftError as exc:
+            self._ctx.warn_once("prune", "pruning failed (will retry): %s", exc)
+            return False
 
     def maybe_prune(self, client: EtcdClient, deadline: Deadline, key: bytes, term: int) -> bool:
         """Delete old log entries (and their large blocks' pieces): keep the newest

@@ -3,7 +3,12 @@ itself, for metrics, health endpoints and operators (no private attributes neede
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, overload
+
+if TYPE_CHECKING:
+    from etcdraft.node import Node
 
 __all__ = ["NodeHealth", "NodeStats"]
 
@@ -97,3 +102,22 @@ class NodeHealth:
     dead_threads: tuple[str, ...]
     session_live: bool
     answering: bool
+
+
+class Counter(property):
+    """A read-only ``int`` property of :class:`~etcdraft.Node` whose value one of its
+    parts keeps (the counters a node offers besides ``stats()``)::
+
+        broadcasts = Counter(lambda node: node._broadcaster.broadcasts)
+    """
+
+    def __init__(self, read: Callable[[Node], int]) -> None:
+        super().__init__(read)
+        self._read = read
+
+    @overload
+    def __get__(self, node: None, owner: type | None = None, /) -> Counter: ...
+    @overload
+    def __get__(self, node: Any, owner: type | None = None, /) -> int: ...
+    def __get__(self, node: Any, owner: type | None = None, /) -> Counter | int:
+        return self if node is None else self._read(node)

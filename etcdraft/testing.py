@@ -31,7 +31,6 @@ import socket
 import struct
 import threading
 import time
-from types import TracebackType
 
 __all__ = ["FaultProxy"]
 
@@ -119,12 +118,7 @@ class FaultProxy:
     def __enter__(self) -> FaultProxy:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- machinery ---------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """A follower process's CPU per applied entry, split by thread, for one tree or two.
 
     .venv/bin/python -m bench.threads [--ab OLD_TREE] [--n 5000] [--rounds 6]
+    .venv/bin/python -m bench.threads --idle 30 [--ab OLD_TREE]
 
 A 1-member etcd (fsync on), a leader Node in this process broadcasting ``n`` blocks of
 600 bytes as fast as it can, and a follower process started fresh for each round that
@@ -10,6 +11,10 @@ alternated per round). The follower reads its threads' CPU from
 prints it per applied entry, by thread (Python threads by name; grpc-core's own as
 ``native``). Medians over the rounds. ``python -m bench --ab`` gives the whole
 process's CPU per entry; this says which thread spends it (issue #13's A/B).
+
+``--idle S``: a leader process and a follower process, no blocks, each reading its
+threads' CPU over S seconds after a 4 s warm-up, in % of a core (the idle cost of
+``python -m bench``'s idle section, split by thread; issue #12's idle target).
 """
 
 from __future__ import annotations
@@ -72,6 +77,82 @@ def child(ep: str, ns: str, n: int) -> None:
     node.shutdown()
 
 
+def idle_child(node_id: str, ep: str, ns: str, seconds: float) -> None:
+    from etcdraft import Config, Node
+
+    node = Node(
+        Config(
+            node_id=node_id,
+            raft_addr="127.0.0.1:7601" if node_id == "a" else "127.0.0.1:7602",
+            bootstrap=node_id == "a",
+            peers=PEERS,
+            endpoints=[ep],
+            namespace=ns,
+        )
+    )
+    node.start()
+    deadline = time.monotonic() + WAIT
+    while node_id == "a" and not node.is_leader() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("ready", flush=True)
+    sys.stdin.readline()  # both nodes are up
+    time.sleep(4.0)  # warm-up: the follower's first heartbeats, progress reports
+    before, cpu0, t0 = thread_cpu(), time.process_time(), time.monotonic()
+    time.sleep(seconds)  # the idle period measured (no synchronisation)
+    after, cpu, elapsed = thread_cpu(), time.process_time() - cpu0, time.monotonic() - t0
+    print(f"process {100 * cpu / elapsed:.2f} leader={node.is_leader()}")
+    for name, secs in after.items():
+        print(f"{name} {100 * (secs - before.get(name, 0.0)) / elapsed:.2f}")
+    print("end", flush=True)
+    sys.stdin.readline()  # both measured: stop
+    node.shutdown()
+
+
+def idle(tree: Path, ep: str, seconds: float) -> None:
+    ns = f"/bench-threads/{time.monotonic_ns()}"
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    procs = []
+    try:
+        for node_id in ("a", "f"):
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--idle-child", node_id, ep, ns]
+            proc = subprocess.Popen(
+                [*cmd, str(seconds)],
+                cwd=tree,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            procs.append(proc)
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"bench.threads: node {node_id} from {tree} did not start")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        outs = []
+        for proc in procs:
+            assert proc.stdout is not None
+            outs.append(list(iter(proc.stdout.readline, "end\n")))
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+            proc.wait(WAIT)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    print(f"{tree}: idle CPU over {seconds:.0f} s, % of a core")
+    for role, lines in zip(("leader", "follower"), outs, strict=True):
+        rows = [line.split() for line in lines]
+        print(f"  {role}: {' '.join(rows[0][1:])}")
+        for name, pct in sorted(rows[1:], key=lambda r: -float(r[1])):
+            if float(pct) >= 0.01:
+                print(f"    {name:32s} {pct}")
+
+
 def one_round(tree: Path, ep: str, n: int) -> dict[str, float]:
     from etcdraft import Config, Node, RaftBlockState
 
@@ -123,14 +204,25 @@ def main() -> None:
     p.add_argument("--ab", type=Path, help="another tree (a checkout) to alternate with")
     p.add_argument("--n", type=int, default=5000, help="entries a round (5000)")
     p.add_argument("--rounds", type=int, default=6, help="rounds a tree (6)")
+    p.add_argument("--idle", type=float, metavar="S", help="idle CPU over S seconds instead")
     p.add_argument("--child", nargs=3, metavar=("EP", "NS", "N"), help=argparse.SUPPRESS)
+    p.add_argument("--idle-child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]))
         return
+    if args.idle_child:
+        node_id, ep, ns, seconds = args.idle_child
+        idle_child(node_id, ep, ns, float(seconds))
+        return
     from etcdraft.embedded import EtcdCluster
 
     trees = [HERE] + ([args.ab.resolve()] if args.ab else [])
+    if args.idle:
+        with EtcdCluster(1, unsafe_no_fsync=False) as etcd:
+            for tree in trees:
+                idle(tree, etcd.endpoints[0], args.idle)
+        return
     results: dict[Path, dict[str, list[float]]] = {t: defaultdict(list) for t in trees}
     with EtcdCluster(1, unsafe_no_fsync=False) as etcd:
         for r in range(args.rounds):

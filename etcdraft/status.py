@@ -74,6 +74,7 @@ __all__ = [
     "read_status",
     "remove_member",
     "resume",
+    "unreachable_reason",
 ]
 
 
@@ -253,13 +254,25 @@ class EtcdStatus:
         return out
 
 
-def _short(exc: BaseException) -> str:
+#: What the operator tools say of an unreachable etcd, by the error's ``reason``.
+UNREACHABLE = {
+    "refused": "connection refused",
+    "unknown_host": "unknown host",
+    "timeout": "no answer in time",
+    "no_leader": "etcd has no leader (lost quorum?)",
+    "deadline": "deadline too short",
+    "not_etcd": "not etcd's client port",
+    "closed": "connection closed",
+}
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """One short phrase for why etcd could not be reached (``status``, the CLI's
+    errors): by the error's ``reason``, else the last error its message names."""
     reason = getattr(exc, "reason", "")
-    if reason == "refused":
-        return "connection refused"
-    if reason in ("timeout", "deadline"):
-        return "no answer in time"
-    return " ".join(str(exc).split())[:160]
+    if reason in UNREACHABLE:
+        return UNREACHABLE[reason]
+    return " ".join(str(exc).split()).rsplit("last error:", 1)[-1].strip()[:160]
 
 
 def read_etcd(client: EtcdClient, timeout: float = DEFAULT_TIMEOUT) -> EtcdStatus:
@@ -276,7 +289,7 @@ def read_etcd(client: EtcdClient, timeout: float = DEFAULT_TIMEOUT) -> EtcdStatu
         try:
             st = client.admin.status(url, Deadline(deadline.remaining()))
         except EtcdraftError as exc:
-            return EtcdEndpointStatus(endpoint=url, reachable=False, error=_short(exc))
+            return EtcdEndpointStatus(endpoint=url, reachable=False, error=unreachable_reason(exc))
         return EtcdEndpointStatus(
             endpoint=url,
             reachable=True,
@@ -309,5 +322,5 @@ def read_etcd(client: EtcdClient, timeout: float = DEFAULT_TIMEOUT) -> EtcdStatu
                 }
             )
     except EtcdraftError as exc:
-        alarms_error = _short(exc)
+        alarms_error = unreachable_reason(exc)
     return EtcdStatus(endpoints, alarms, alarms_error)

@@ -435,6 +435,7 @@ def test_unavailability_carries_a_machine_readable_reason(etcd: Any) -> None:
 
     from etcdraft._etcd_errors import map_rpc_error
     from etcdraft.errors import ETCD_REASONS, EtcdTimeoutError, EtcdUnavailableError
+    from etcdraft.status import unreachable_reason
 
     # the one place that reads grpcio's texts
     cases = {
@@ -458,6 +459,8 @@ def test_unavailability_carries_a_machine_readable_reason(etcd: Any) -> None:
         with pytest.raises(EtcdTimeoutError) as refused:
             client.get(b"k", Deadline(1.0))
         assert refused.value.reason == "refused", refused.value
+        # the one phrase `etcdraft status` and the CLI's errors both show for it
+        assert unreachable_reason(refused.value) == "connection refused"
     finally:
         client.close()
     client = EtcdClient(list(etcd.endpoints), name="test-reason")
@@ -465,6 +468,7 @@ def test_unavailability_carries_a_machine_readable_reason(etcd: Any) -> None:
         with pytest.raises(EtcdTimeoutError) as expired:
             client.get(b"k", Deadline(0.0))
         assert expired.value.reason == "deadline", expired.value
+        assert unreachable_reason(expired.value) == "deadline too short"
         assert client.get(b"k", Deadline(5.0)) is None  # the client itself is fine
     finally:
         client.close()

@@ -46,25 +46,6 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-#: What the CLI says for an unreachable etcd, by the error's ``reason``.
-_UNREACHABLE = {
-    "refused": "connection refused",
-    "unknown_host": "unknown host",
-    "timeout": "no answer in time",
-    "no_leader": "etcd has no leader (lost quorum?)",
-    "deadline": "deadline too short",
-    "not_etcd": "not etcd's client port",
-    "closed": "connection closed",
-}
-
-
-def _unreachable_reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", "")
-    if reason in _UNREACHABLE:
-        return _UNREACHABLE[reason]
-    return _one_line(str(exc)).rsplit("last error:", 1)[-1].strip()[:160]
-
-
 def _explain(exc: BaseException, args: argparse.Namespace) -> CommandError:
     """Turn a library error into a one-line :class:`CommandError`."""
     from etcdraft.errors import (
@@ -73,6 +54,7 @@ def _explain(exc: BaseException, args: argparse.Namespace) -> CommandError:
         EtcdraftError,
         EtcdUnavailableError,
     )
+    from etcdraft.status import unreachable_reason
 
     if isinstance(exc, ConfigError):
         return CommandError(_one_line(str(exc)), EXIT_USAGE)
@@ -82,7 +64,7 @@ def _explain(exc: BaseException, args: argparse.Namespace) -> CommandError:
         timeout = getattr(args, "timeout", None)
         within = f" within {timeout:g}s" if isinstance(timeout, float) else ""
         return CommandError(
-            f"etcd unreachable at {where}{within} ({_unreachable_reason(exc)}); "
+            f"etcd unreachable at {where}{within} ({unreachable_reason(exc)}); "
             "check --endpoints (or ETCDRAFT_ENDPOINTS) and that etcd is running"
         )
     if isinstance(exc, EtcdAuthError):

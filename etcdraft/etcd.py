@@ -326,7 +326,11 @@ class EtcdClient:
         ep = self._eps.order()[0]
         for start in range(0, len(txns), window):
             batch = range(start, min(start + window, len(txns)))
-            metadata = self._auth.metadata(ep, deadline, MIN_ATTEMPT)
+            try:
+                metadata = self._auth.metadata(ep, deadline, MIN_ATTEMPT)
+            except TransientError:  # no token from this member: txn() fails over
+                retry.extend(batch)
+                continue
             futures = []
             now = time.monotonic()
             for i in batch:
@@ -345,13 +349,16 @@ class EtcdClient:
             for i, fut in futures:
                 try:
                     resp: pb.TxnResponse = fut.result()
+                    self._eps.check_header(ep, resp.header, 0)
                 except grpc.RpcError as exc:
                     err = map_grpc_error(exc, ep.url)
                     if isinstance(err, TransientError | TokenExpired):
                         retry.append(i)
                         continue
                     raise err from None
-                self._eps.check_header(ep, resp.header, 0)
+                except TransientError:  # a member whose view went backwards
+                    retry.append(i)
+                    continue
                 results[i] = TxnResult(resp.succeeded, resp.header.revision, list(resp.responses))
         for i in retry:
             compare, success = txns[i]

@@ -25,14 +25,7 @@ from etcdraft import protocol
 from etcdraft._context import NodeContext
 from etcdraft._deadline import Deadline
 from etcdraft._worker import Worker
-from etcdraft.blocks import (
-    MANIFEST_MAGIC,
-    Manifest,
-    PieceBuffer,
-    assemble,
-    is_manifest,
-    parse_manifest,
-)
+from etcdraft.blocks import Manifest, PieceBuffer, assemble, is_manifest, parse_manifest
 from etcdraft.cluster_view import ClusterView
 from etcdraft.elector import Elector
 from etcdraft.errors import CorruptDataError, EtcdraftError, EtcdUnavailableError
@@ -433,12 +426,11 @@ class Replicator:
         """On the watch reader: apply at once, or queue for the applier (see the
         module's docstring). Waits while the queue is full (bounded by bytes)."""
         io = False  # a large block's manifest: its pieces may have to be read
+        log_prefix = self._ctx.keys.log_prefix
         for ev in events:
-            kv = ev.kv
-            if kv.value.startswith(MANIFEST_MAGIC) and not ev.deleted:
-                io = kv.key.startswith(self._ctx.keys.log_prefix)
-                if io:
-                    break
+            if not ev.deleted and is_manifest(ev.kv.value) and ev.kv.key.startswith(log_prefix):
+                io = True
+                break
         with self._inbox_cond:
             inline = not io and not self._inbox and not self._busy
             if inline:

@@ -120,7 +120,10 @@ class Elector(Worker):
 
     def leader_id(self) -> str:
         """See ``Node.leader_id``."""
-        if self.is_leader():
+        return self._leader_id(self.is_leader())
+
+    def _leader_id(self, leading: bool) -> str:
+        if leading:
             return self._ctx.id
         cand = self._cluster.leader()
         return cand.node_id if cand is not None else ""
@@ -137,17 +140,17 @@ class Elector(Worker):
         """This part's fields of :class:`~etcdraft.stats.NodeStats`: the role, the
         term and the leader, the session's and the leadership's. ``running``: the
         node is started and not closed (else its role is ``stopped``)."""
-        leader = self.is_leader()
+        until = self.leader_until()  # None unless leading: one reading for every field
+        leader = until is not None
         lead = self._leadership
         role = "leader" if leader else "candidate" if lead.rev else "follower"
         session = self.session
-        until = self.leader_until()
         acked = self._heartbeat.acked_at
         leading = until is not None and self._ctx.config.fast_takeover
         return {
             "role": role if running else "stopped",
             "term": lead.term if leader else 0,
-            "leader_id": self.leader_id(),
+            "leader_id": self._leader_id(leader),
             "lease_remaining": (session.expires_at() - now) if session is not None else 0.0,
             "lease_ttl": float(session.ttl) if session is not None else 0.0,
             "keepalive_latency": session.last_keepalive_latency if session is not None else 0.0,

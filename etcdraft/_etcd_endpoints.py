@@ -26,7 +26,7 @@ from etcdraft._etcd_errors import TlsError, TokenExpired, TransientError, map_gr
 from etcdraft.errors import EtcdAuthError, EtcdraftError, EtcdTimeoutError, EtcdUnavailableError
 from etcdraft.proto import etcd_rpc_pb2 as pb
 
-__all__ = ["BAD_FOR", "MIN_ATTEMPT", "EndpointSet", "TokenAuth"]
+__all__ = ["BAD_FOR", "MIN_ATTEMPT", "EndpointSet", "TokenAuth", "round_pause"]
 
 log = logging.getLogger("etcdraft.etcd")
 
@@ -226,7 +226,7 @@ class EndpointSet:
             if deadline.remaining() <= 0 or deadline.cancelled():
                 break
             # every endpoint failed fast (e.g. connection refused): back off a little
-            deadline.sleep(min(0.05 * attempt, 0.25))
+            deadline.sleep(round_pause(attempt))
         msg = f"etcd {what} failed on every endpoint ({', '.join(e.url for e in self.all)})"
         if last is None:
             raise EtcdTimeoutError(f"{msg}: deadline expired before any attempt", reason="deadline")
@@ -234,6 +234,12 @@ class EndpointSet:
             f"{msg} within the deadline; last error: {last}",
             reason=getattr(last, "reason", "") or "timeout",
         ) from last
+
+
+def round_pause(attempts: int) -> float:
+    """The pause once every endpoint has failed in turn, after ``attempts`` attempts
+    in all: 50 ms each, at most 0.25 s (requests and the keep-alive stream)."""
+    return min(0.05 * attempts, 0.25)
 
 
 class TokenAuth:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from etcdraft._deadline import Deadline
+from etcdraft._etcd_endpoints import round_pause
 from etcdraft._etcd_errors import TokenExpired, TransientError, map_grpc_error
 from etcdraft.errors import EtcdAuthError, EtcdError, EtcdraftError, EtcdTimeoutError
 from etcdraft.proto import etcd_rpc_pb2 as pb
@@ -224,9 +225,8 @@ class KeepAliveStream:
         """After every endpoint failed in turn, back off (50 ms growing to 0.25 s),
         like unary requests: a stream that fails at once (a refused connection) is
         not reopened in a hot loop. A failed endpoint's successor is tried at once."""
-        rounds, within = divmod(failures, len(self._client.endpoints))
-        if within == 0:
-            deadline.sleep(min(0.05 * rounds, 0.25))
+        if failures % len(self._client.endpoints) == 0:
+            deadline.sleep(round_pause(failures))
 
     def close(self, join: float = 0.0) -> None:
         stream, self._stream = self._stream, None

@@ -41,8 +41,9 @@ def wait_until(
         _never.wait(interval)
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released): to be refused
+    on, or to bind a server to."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

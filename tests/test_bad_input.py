@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_until
+from helpers import free_port, wait_until
 
 import etcdraft
 from etcdraft import (
@@ -369,12 +369,6 @@ def test_oversize_state_is_refused_before_writing_and_the_stream_goes_on(group: 
 # --------------------------------------------------------------------------- endpoints
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class _NotEtcd(http.server.BaseHTTPRequestHandler):
     """Any HTTP server that is not etcd: 404 with an HTML page."""
 
@@ -426,7 +420,7 @@ def start_fails(endpoints: list[str], namespace: str) -> tuple[EtcdraftError, fl
 
 
 def test_nothing_listening_is_etcd_unavailable_within_the_start_deadline(namespace: str) -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     err, took = start_fails([url], namespace)
     assert isinstance(err, EtcdUnavailableError), repr(err)
     assert took < 2.5 + 1.5, f"start() took {took:.1f}s to give up"

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from helpers import wait_until
+from helpers import free_port, wait_until
 from test_node_api import (
     FAST,
     FaultProxy,
@@ -97,12 +97,6 @@ def request(
 
 def status(node: Node, path: str) -> int:
     return request(node, path).status
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cut(proxy: FaultProxy) -> None:

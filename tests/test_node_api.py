@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import wait_until
+from helpers import free_port, wait_until
 
 from etcdraft import (
     Config,
@@ -90,13 +90,6 @@ def sized(height: int, size: int) -> RaftBlockState:
     state = block(height, data=b"y" * (size - len(block(height).SerializeToString()) - 4))
     assert len(state.SerializeToString()) == size
     return state
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def drain(q: queue.Queue[RaftApplyMsg]) -> list[RaftApplyMsg]:
@@ -512,7 +505,7 @@ def test_constructing_does_no_io(tmp_path: Path) -> None:
 def test_start_raises_etcd_unavailable_within_deadline_and_can_be_retried(
     etcd: Any, namespace: str, tmp_path: Path
 ) -> None:
-    port = closed_port()
+    port = free_port()
     cfg = Config(
         node_id="lonely",
         raft_addr="127.0.0.1:1",
@@ -662,7 +655,7 @@ def test_start_returns_with_replicated_state(harness: Harness) -> None:
 
 def test_exactly_one_leader_and_all_agree(harness3: Harness) -> None:
     # the first endpoint is dead: nodes fail over to the live ones
-    endpoints = [f"http://127.0.0.1:{closed_port()}", *harness3.endpoints]
+    endpoints = [f"http://127.0.0.1:{free_port()}", *harness3.endpoints]
     nodes = harness3.cluster(3, endpoints=endpoints)
     leader = one_leader(nodes)
     wait_until(

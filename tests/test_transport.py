@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from certs import CertPaths, make_certs
-from helpers import closed_port, wait_until
+from helpers import free_port, wait_until
 
 from etcdraft import Config, ConfigError, EtcdAuthError, EtcdTimeoutError, Node, RaftBlockState
 from etcdraft._deadline import Deadline
@@ -429,7 +429,6 @@ def test_subprocesses_with_a_busy_node_in_the_parent(
 
 def test_unavailability_carries_a_machine_readable_reason(etcd: Any) -> None:
     """Callers (the CLI, users) branch on ``EtcdError.reason``, not on texts."""
-    import socket
 
     import grpc
 
@@ -451,9 +450,7 @@ def test_unavailability_carries_a_machine_readable_reason(etcd: Any) -> None:
         assert reason in ETCD_REASONS
 
     # real: a port nobody listens on, and a deadline too short to try
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    closed = f"http://127.0.0.1:{free_port()}"
     client = EtcdClient([closed], name="test-reason")
     try:
         with pytest.raises(EtcdTimeoutError) as refused:
@@ -478,7 +475,7 @@ def test_lease_keepalive_backs_off_instead_of_reopening_streams_in_a_hot_loop(et
     """A keep-alive stream that fails at once (connection refused) is reopened after a
     pause once every endpoint failed in turn (before: ~850 streams and 85 % of a core
     in one second); a dead endpoint's successor is still tried at once."""
-    dead = f"http://127.0.0.1:{closed_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     client = EtcdClient([dead], name="test-ka-dead")
     opened = 0
     open_stream = client.open_stream

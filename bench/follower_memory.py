@@ -18,10 +18,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import wait_for
 from etcdraft import Config, Node
 from etcdraft._config_values import parse_size
 from etcdraft.embedded import EtcdCluster
@@ -50,14 +51,6 @@ def memory(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(value.split()[0]) * 1024
     return out
-
-
-def _wait(done: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not done():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"follower memory: {what} within {WAIT:.0f} s")
-        time.sleep(0.01)
 
 
 def measure(
@@ -104,10 +97,10 @@ def measure(
 
     threading.Thread(target=read, daemon=True, name="follower-reader").start()
     try:
-        _wait(started.is_set, "the follower process did not start")
-        _wait(leader.is_leader, "no leader")
+        wait_for(started.is_set, WAIT, "the follower process to start")
+        wait_for(leader.is_leader, WAIT, "a leader")
         leader.broadcast(sized_block(1, 1000, 0))
-        _wait(lambda: applied[0] == 1, "the follower did not apply height 1")
+        wait_for(lambda: applied[0] == 1, WAIT, "the follower to apply height 1")
         idle = memory(proc.pid)["VmRSS"]
         ts = leader.get_state().timestamp
         t0 = time.monotonic()
@@ -115,7 +108,7 @@ def measure(
             state = sized_block(height, size, ts)
             ts = state.timestamp
             leader.broadcast(state, timeout=WAIT)
-        _wait(lambda: applied[0] == n + 1, f"the follower did not apply {n} blocks")
+        wait_for(lambda: applied[0] == n + 1, WAIT, f"the follower to apply {n} blocks")
         return Memory(idle, memory(proc.pid)["VmHWM"], time.monotonic() - t0)
     finally:
         if proc.stdin is not None:

@@ -24,7 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import wait_for
+
 PEERS = ["a@127.0.0.1:7601", "f@127.0.0.1:7602"]
+WAIT = 120.0  # longest wait for the leader, and for the follower to apply
 Batch = tuple[list[tuple[bool, bytes, bytes, int, int, int, int]], int]
 
 
@@ -49,27 +52,21 @@ def record(out: Path, n: int) -> None:
         )
         follower = Node(Config(node_id="f", raft_addr="127.0.0.1:7602", peers=PEERS, **kw))
         with lead, follower:
-            _wait(lead.is_leader, "the leader leads")
+            wait_for(lead.is_leader, WAIT, "the leader to lead")
             batches.clear()
             for h in range(1, n + 1):
                 lead.broadcast(
                     RaftBlockState(height=h, timestamp=h, hash=os.urandom(32), data=b"x" * 600)
                 )
-            _wait(lambda: follower.get_state().height >= n, "the follower applies every block")
+            wait_for(
+                lambda: follower.get_state().height >= n, WAIT, "the follower to apply every block"
+            )
     out.write_bytes(pickle.dumps({"namespace": "/replay", "batches": batches}))
     print(f"{len(batches)} batches, {sum(len(b) for b, _ in batches)} events -> {out}")
 
 
 def _kv_fields(kv: Any) -> tuple[bytes, bytes, int, int, int, int]:
     return (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
-
-
-def _wait(done: Any, what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"bench.replay: {what}: not within {timeout:.0f} s")
-        time.sleep(0.01)
 
 
 def replay(src: Path, tree: Path | None, limit: int | None) -> None:

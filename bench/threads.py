@@ -170,12 +170,10 @@ def one_round(tree: Path, ep: str, n: int) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     # this file by path: the other tree may not have it; PYTHONPATH puts its etcdraft first
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", ep, ns, str(n)]
+    from bench.common import wait_for  # here: a child runs this file from another tree
+
     with leader:
-        deadline = time.monotonic() + WAIT
-        while not leader.is_leader():
-            if time.monotonic() > deadline:
-                raise RuntimeError("bench.threads: the leader did not lead")
-            time.sleep(0.01)
+        wait_for(leader.is_leader, WAIT, "the leader to lead")
         proc = subprocess.Popen(
             cmd, cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )

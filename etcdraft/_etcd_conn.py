@@ -14,6 +14,7 @@ import grpc
 
 from etcdraft._etcd_tls import TlsSettings
 from etcdraft.errors import EtcdUnavailableError
+from etcdraft.proto import etcd_rpc_pb2 as pb
 from etcdraft.proto import etcd_rpc_pb2_grpc as pb_grpc
 
 __all__ = ["Channels", "ConnectionSettings", "Endpoint", "Stubs"]
@@ -82,10 +83,17 @@ class Channels:
 class Stubs:
     """The generated stubs of one channel."""
 
-    __slots__ = ("auth", "cluster", "kv", "lease", "maintenance", "watch")
+    __slots__ = ("auth", "cluster", "kv", "lease", "maintenance", "txn", "watch")
 
     def __init__(self, channel: grpc.Channel) -> None:
         self.kv = pb_grpc.KVStub(channel)
+        #: ``KV/Txn`` taking the request's wire bytes (``_etcd_wire.encode_txn``)
+        self.txn: grpc.UnaryUnaryMultiCallable[bytes, Any] = channel.unary_unary(  # type: ignore[call-arg]
+            "/etcdserverpb.KV/Txn",
+            request_serializer=None,
+            response_deserializer=pb.TxnResponse.FromString,
+            _registered_method=True,  # as the generated stubs register theirs
+        )
         self.lease = pb_grpc.LeaseStub(channel)
         self.watch = pb_grpc.WatchStub(channel)
         self.auth = pb_grpc.AuthStub(channel)

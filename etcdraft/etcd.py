@@ -55,6 +55,7 @@ from etcdraft._etcd_tls import TlsSettings
 from etcdraft._etcd_wire import (
     KV,
     Compare,
+    PutOp,
     RangeResult,
     RequestOp,
     TxnResult,
@@ -63,6 +64,7 @@ from etcdraft._etcd_wire import (
     cmp_mod,
     cmp_value,
     cmp_version,
+    encode_txn,
     op_delete,
     op_put,
     op_range,
@@ -85,6 +87,7 @@ __all__ = [
     "EtcdClient",
     "EtcdMember",
     "LeaseNotFoundError",
+    "PutOp",
     "RangeResult",
     "RequestOp",
     "TlsSettings",
@@ -292,9 +295,9 @@ class EtcdClient:
         *,
         lane: str = "data",
     ) -> TxnResult:
-        req = pb.TxnRequest(compare=compare, success=success, failure=failure or ())
+        req = encode_txn(compare, success, failure or ())
         resp: pb.TxnResponse = self.request(
-            lambda s: s.kv.Txn, req, deadline or Deadline(DEFAULT_TIMEOUT), what="txn", lane=lane
+            lambda s: s.txn, req, deadline or Deadline(DEFAULT_TIMEOUT), what="txn", lane=lane
         )
         return TxnResult(
             succeeded=resp.succeeded,
@@ -337,11 +340,11 @@ class EtcdClient:
                 if sent is not None:
                     sent[i] = now
                 compare, success = txns[i]
-                req = pb.TxnRequest(compare=compare, success=success)
+                req = encode_txn(compare, success)
                 futures.append(
                     (
                         i,
-                        ep.stubs().kv.Txn.future(
+                        ep.stubs().txn.future(
                             req, timeout=max(0.001, deadline.remaining()), metadata=metadata
                         ),
                     )

@@ -9,26 +9,22 @@ from typing import Any
 import pytest
 
 from bench import floor, grpc_raw
-from etcdraft.etcd import cmp_create, cmp_version, op_put, op_range, pb
+from etcdraft.etcd import cmp_create, cmp_version, encode_txn, op_put, op_range, pb
 from etcdraft.etcd import prefix_end as etcdraft_prefix_end
 
 
 def test_raw_fenced_txn_is_the_broadcasts_transaction() -> None:
-    """The request Node.broadcast builds (etcdraft's own builders, as in broadcast.py)
-    and the raw client's are the same bytes."""
+    """The request Node.broadcast sends (etcdraft's own builders, as in broadcast.py,
+    written by encode_txn) and the raw client's are the same bytes."""
     leader, member = b"/ns/election/694d8a1b2c3d4e5f", b"/ns/members/n1"
     key, value = grpc_raw.log_key(b"/ns/log/", 42), b"\x08\x2a" + b"s" * 598
     assert key == b"/ns/log/00000000000000000042"
     fence = (cmp_create(leader, "EQUAL", 17), cmp_version(member, "GREATER", 0))
-    theirs = pb.TxnRequest(
-        compare=[*fence, cmp_create(key, "EQUAL", 0)],
-        success=[op_put(key, value)],
-        failure=[op_range(key)],
+    theirs = encode_txn(
+        [*fence, cmp_create(key, "EQUAL", 0)], [op_put(key, value)], [op_range(key)]
     )
     ours = grpc_raw.fenced_txn(fence, key, value)
-    assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(
-        deterministic=True
-    )
+    assert ours.SerializeToString(deterministic=True) == theirs
     # an explicit create_revision == 0 is on the wire (etcd's oneof), not left out
     assert ours.compare[2].WhichOneof("target_union") == "create_revision"
 

@@ -24,6 +24,7 @@ import argparse
 import json
 import resource
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.common import make_state, median, parse_size, pct, size_label, wait_for
@@ -38,101 +39,117 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run(members: int, sizes: list[int], rounds: int, n_small: int, n_large: int) -> dict[str, Any]:
+def measure(
+    endpoints: list[str],
+    sizes: list[int],
+    rounds: int,
+    n_small: int,
+    n_large: int,
+    *,
+    prefix: str = "/own-watch",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The three sides on the etcd at ``endpoints`` (the raw sides on the first one),
+    under ``prefix``; returns the medians by size and side."""
     from etcdraft import Config, Node
-    from etcdraft.embedded import EtcdCluster
 
-    out: dict[str, Any] = {"members": members, "rounds": rounds, "sizes": {}}
-    with EtcdCluster(members, unsafe_no_fsync=False) as etcd:
-        ep = etcd.endpoints[0]
-        node = Node(
-            Config(
-                node_id="n1",
-                raft_addr="n1:1",
-                endpoints=",".join(etcd.endpoints),
-                namespace="/own-watch/node",
-                peers="n1@n1:1",
-                bootstrap=True,
-            )
+    out: dict[str, Any] = {"rounds": rounds, "sizes": {}}
+    root = prefix.encode()
+    ep = endpoints[0]
+    node = Node(
+        Config(
+            node_id="n1",
+            raft_addr="n1:1",
+            endpoints=",".join(endpoints),
+            namespace=f"{prefix}/node",
+            peers="n1@n1:1",
+            bootstrap=True,
         )
-        node.start()
-        channel = new_channel(ep)
-        kv = pb_grpc.KVStub(channel)
-        watched: list[int] = []
-        watch = PrefixWatch(ep, b"/own-watch/w/", lambda evs, _t: watched.append(len(evs)))
-        try:
-            wait_for(node.is_leader, 30, "the node leads")
-            fences = {
-                "raw_txn": Fence(kv, b"/own-watch/r/"),
-                "raw_txn_watch": Fence(kv, b"/own-watch/w/"),
-            }
-            heights = {s: 0 for s in SIDES}
-            heights["etcdraft"] = node.get_state().height if node.get_state() else 0
+    )
+    node.start()
+    channel = new_channel(ep)
+    kv = pb_grpc.KVStub(channel)
+    watched: list[int] = []
+    watch = PrefixWatch(ep, root + b"/w/", lambda evs, _t: watched.append(len(evs)))
+    try:
+        wait_for(node.is_leader, 30, "the node leads")
+        fences = {"raw_txn": Fence(kv, root + b"/r/"), "raw_txn_watch": Fence(kv, root + b"/w/")}
+        head = node.get_state()
+        heights = {s: 0 for s in SIDES}
+        heights["etcdraft"] = head.height if head else 0
 
-            def one(side: str, size: int, n: int) -> tuple[list[float], float]:
-                first = heights[side] + 1
-                states = [make_state(h, 0, size=size) for h in range(first, first + n)]
-                heights[side] += n
-                times: list[float] = []
-                c0 = _cpu()
-                if side == "etcdraft":
-                    for st in states:
-                        t0 = time.monotonic()
-                        node.broadcast(st, timeout=30)
-                        times.append(time.monotonic() - t0)
-                else:
-                    fence = fences[side]
-                    pre = fence.member_key.rsplit(b"members/", 1)[0] + b"log/"
-                    txns = [
-                        fence.txn(log_key(pre, st.height), st.SerializeToString()) for st in states
-                    ]
-                    for txn in txns:
-                        t0 = time.monotonic()
-                        answer = kv.Txn(txn, timeout=30)
-                        times.append(time.monotonic() - t0)
-                        if not answer.succeeded:
-                            raise RuntimeError(f"{side}: a fenced write failed")
-                    kv.DeleteRange(
-                        pb.DeleteRangeRequest(key=pre, range_end=prefix_end(pre)), timeout=30
-                    )
-                return times, (_cpu() - c0) / n
-
-            for size in sizes:
-                n = n_small if size < 100_000 else n_large
-                for side in SIDES:  # warm-up
-                    one(side, size, max(5, n // 10))
-                per: dict[str, dict[str, list[float]]] = {
-                    s: {"p50": [], "p99": [], "rate": [], "cpu_us": []} for s in SIDES
-                }
-                for r in range(rounds):
-                    k = r % len(SIDES)
-                    for side in SIDES[k:] + SIDES[:k]:
-                        times, cpu = one(side, size, n)
-                        per[side]["p50"].append(pct(times, 50) * 1e3)
-                        per[side]["p99"].append(pct(times, 99) * 1e3)
-                        per[side]["rate"].append(n / sum(times))
-                        per[side]["cpu_us"].append(cpu * 1e6)
-                res = {s: {k: median(v) for k, v in per[s].items()} for s in SIDES}
-                out["sizes"][str(size)] = res
-                base = res["raw_txn"]
-                print(f"{members}-member etcd, {size_label(size)}, {rounds} rounds x {n} writes")
-                print(
-                    f"  {'side':14s} {'p50 ms':>8s} {'p99 ms':>8s} {'writes/s':>9s}"
-                    f" {'CPU µs/write':>13s} {'rate / raw_txn':>15s} {'p50 - raw_txn':>14s}"
+        def one(side: str, size: int, n: int) -> tuple[list[float], float]:
+            first = heights[side] + 1
+            states = [make_state(h, 0, size=size) for h in range(first, first + n)]
+            heights[side] += n
+            times: list[float] = []
+            c0 = _cpu()
+            if side == "etcdraft":
+                for st in states:
+                    t0 = time.monotonic()
+                    node.broadcast(st, timeout=30)
+                    times.append(time.monotonic() - t0)
+            else:
+                fence = fences[side]
+                pre = fence.member_key.rsplit(b"members/", 1)[0] + b"log/"
+                txns = [fence.txn(log_key(pre, st.height), st.SerializeToString()) for st in states]
+                for txn in txns:
+                    t0 = time.monotonic()
+                    answer = kv.Txn(txn, timeout=30)
+                    times.append(time.monotonic() - t0)
+                    if not answer.succeeded:
+                        raise RuntimeError(f"{side}: a fenced write failed")
+                kv.DeleteRange(
+                    pb.DeleteRangeRequest(key=pre, range_end=prefix_end(pre)), timeout=30
                 )
-                for s in SIDES:
-                    v = res[s]
-                    print(
-                        f"  {s:14s} {v['p50']:8.3f} {v['p99']:8.2f} {v['rate']:9.0f}"
-                        f" {v['cpu_us']:13.0f} "
-                        f"{v['rate'] / base['rate']:15.3f} {v['p50'] - base['p50']:+14.3f}"
-                    )
-        finally:
-            watch.close()
-            channel.close()
-            node.stop()
+            return times, (_cpu() - c0) / n
+
+        for size in sizes:
+            n = n_small if size < 100_000 else n_large
+            for side in SIDES:  # warm-up
+                one(side, size, max(2, n // 10))
+            per: dict[str, dict[str, list[float]]] = {
+                s: {"p50": [], "p99": [], "rate": [], "cpu_us": []} for s in SIDES
+            }
+            for r in range(rounds):
+                k = r % len(SIDES)
+                for side in SIDES[k:] + SIDES[:k]:
+                    times, cpu = one(side, size, n)
+                    per[side]["p50"].append(pct(times, 50) * 1e3)
+                    per[side]["p99"].append(pct(times, 99) * 1e3)
+                    per[side]["rate"].append(n / sum(times))
+                    per[side]["cpu_us"].append(cpu * 1e6)
+            res = {s: {k: median(v) for k, v in per[s].items()} for s in SIDES}
+            out["sizes"][str(size)] = res
+            base = res["raw_txn"]
+            log(f"{len(endpoints)}-member etcd, {size_label(size)}, {rounds} rounds x {n} writes")
+            log(
+                f"  {'side':14s} {'p50 ms':>8s} {'p99 ms':>8s} {'writes/s':>9s}"
+                f" {'CPU µs/write':>13s} {'rate / raw_txn':>15s} {'p50 - raw_txn':>14s}"
+            )
+            for s in SIDES:
+                v = res[s]
+                log(
+                    f"  {s:14s} {v['p50']:8.3f} {v['p99']:8.2f} {v['rate']:9.0f}"
+                    f" {v['cpu_us']:13.0f} "
+                    f"{v['rate'] / base['rate']:15.3f} {v['p50'] - base['p50']:+14.3f}"
+                )
+    finally:
+        watch.close()
+        channel.close()
+        node.stop()
     if not watched:
         raise RuntimeError("the raw watch received nothing: the comparison is void")
+    return out
+
+
+def run(members: int, sizes: list[int], rounds: int, n_small: int, n_large: int) -> dict[str, Any]:
+    """:func:`measure` on a fresh embedded etcd of ``members`` members, fsync on."""
+    from etcdraft.embedded import EtcdCluster
+
+    with EtcdCluster(members, unsafe_no_fsync=False) as etcd:
+        out = measure(list(etcd.endpoints), sizes, rounds, n_small, n_large)
+    out["members"] = members
     return out
 
 

@@ -1,6 +1,7 @@
 """bench/floor.py and bench/grpc_raw.py: the raw gRPC client's fenced transaction is
 the broadcast's, byte for byte, and one short run of every floor side against real etcd
-(what `make bench` relies on to report the floor), including a failing compare."""
+(what `make bench` relies on to report the floor), including a failing compare; and
+one short run of bench/own_watch.py."""
 
 from __future__ import annotations
 
@@ -88,3 +89,20 @@ def test_plain_side_puts_and_watches(etcd: Any, namespace: str) -> None:
         assert side.arrived.get(timeout=5)[0] == prefix + b"k"
     finally:
         side.close()
+
+
+def test_own_watch_measures_every_side(etcd: Any, namespace: str) -> None:
+    """bench/own_watch.py on real etcd: every side writes, the raw watch receives its
+    own side's writes (else the run raises), and the figures are there for each size."""
+    from bench import own_watch
+
+    logged: list[str] = []
+    res = own_watch.measure(
+        list(etcd.endpoints), [600, 200_000], 1, 4, 2, prefix=namespace, log=logged.append
+    )
+    assert set(res["sizes"]) == {"600", "200000"}
+    for by_side in res["sizes"].values():
+        assert set(by_side) == set(own_watch.SIDES)
+        for figures in by_side.values():
+            assert figures["rate"] > 0 and figures["p50"] > 0, figures
+    assert any("etcdraft" in line for line in logged)

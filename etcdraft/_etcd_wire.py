@@ -147,7 +147,12 @@ def op_range(key: bytes, range_end: bytes | None = None, limit: int = 0) -> Requ
 # (tests/test_etcd_wire.py checks it).
 
 
+_SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
+
+
 def _varint(n: int) -> bytes:
+    if 0 <= n < 0x80:
+        return _SMALL_VARINTS[n]
     if n < 0:  # int64: two's complement, ten bytes
         n += 1 << 64
     out = bytearray()
@@ -158,19 +163,18 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _put_parts(op: PutOp) -> tuple[list[bytes], int]:
-    """``RequestOp{request_put (2): PutRequest{key (1), value (2), lease (3)}}``: its
-    parts and their total length."""
-    body: list[bytes] = []
-    if op.key:
-        body += (b"\x0a", _varint(len(op.key)), op.key)
-    if op.value:
-        body += (b"\x12", _varint(len(op.value)), op.value)
-    if op.lease:
-        body += (b"\x18", _varint(op.lease))
-    size = sum(map(len, body))
-    head = (b"\x12", _varint(size))
-    return [*head, *body], size + len(head[0]) + len(head[1])
+def _put_field(tag: bytes, op: PutOp) -> tuple[bytes, bytes, bytes]:
+    """The field ``tag`` holding ``RequestOp{request_put (2): PutRequest{key (1),
+    value (2), lease (3)}}``, as the bytes before the value, the value, and the bytes
+    after it (so the value is copied only by the final join)."""
+    key, value = op.key, op.value
+    head = b"\x0a" + _varint(len(key)) + key if key else b""
+    if value:
+        head += b"\x12" + _varint(len(value))
+    tail = b"\x18" + _varint(op.lease) if op.lease else b""
+    body = len(head) + len(value) + len(tail)  # PutRequest
+    put = b"\x12" + _varint(body)
+    return tag + _varint(len(put) + body) + put + head, value, tail
 
 
 def encode_txn(
@@ -182,8 +186,7 @@ def encode_txn(
     for tag, items in ((b"\x0a", compare), (b"\x12", success), (b"\x1a", failure)):
         for item in items:
             if isinstance(item, PutOp):
-                inner, size = _put_parts(item)
-                parts += (tag, _varint(size), *inner)
+                parts += _put_field(tag, item)
             else:
                 data = item.SerializeToString()
                 parts += (tag, _varint(len(data)), data)

@@ -51,12 +51,6 @@ class PutOp:
     value: bytes
     lease: int = 0
 
-    def to_pb(self) -> pb.RequestOp:
-        """The same operation as etcd's message (copies the value)."""
-        return pb.RequestOp(
-            request_put=pb.PutRequest(key=self.key, value=self.value, lease=self.lease)
-        )
-
 
 #: One operation of a transaction: etcd's message, or a put kept as its parts.
 RequestOp: TypeAlias = pb.RequestOp | PutOp

@@ -27,7 +27,13 @@ from etcdraft.etcd import (
 
 
 def _as_pb(ops: list[RequestOp]) -> list[pb.RequestOp]:
-    return [op.to_pb() if isinstance(op, PutOp) else op for op in ops]
+    """The same operations as etcd's messages (what protobuf would serialise)."""
+    return [
+        pb.RequestOp(request_put=pb.PutRequest(key=op.key, value=op.value, lease=op.lease))
+        if isinstance(op, PutOp)
+        else op
+        for op in ops
+    ]
 
 
 def _protobufs(compare: list[Any], success: list[RequestOp], failure: list[RequestOp]) -> bytes:

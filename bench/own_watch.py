@@ -55,6 +55,8 @@ def measure(
 
     out: dict[str, Any] = {"rounds": rounds, "sizes": {}}
     root = prefix.encode()
+    # the raw sides' keys (a leader key, a member key, log/...), one prefix each
+    prefixes = {"raw_txn": root + b"/r/", "raw_txn_watch": root + b"/w/"}
     ep = endpoints[0]
     node = Node(
         Config(
@@ -70,13 +72,12 @@ def measure(
     channel = new_channel(ep)
     kv = pb_grpc.KVStub(channel)
     watched: list[int] = []
-    watch = PrefixWatch(ep, root + b"/w/", lambda evs, _t: watched.append(len(evs)))
+    watch = PrefixWatch(ep, prefixes["raw_txn_watch"], lambda evs, _t: watched.append(len(evs)))
     try:
         wait_for(node.is_leader, 30, "the node leads")
-        fences = {"raw_txn": Fence(kv, root + b"/r/"), "raw_txn_watch": Fence(kv, root + b"/w/")}
-        head = node.get_state()
+        fences = {side: Fence(kv, prefixes[side]) for side in prefixes}
         heights = {s: 0 for s in SIDES}
-        heights["etcdraft"] = head.height if head else 0
+        heights["etcdraft"] = node.get_state().height
 
         def one(side: str, size: int, n: int) -> tuple[list[float], float]:
             first = heights[side] + 1
@@ -91,7 +92,7 @@ def measure(
                     times.append(time.monotonic() - t0)
             else:
                 fence = fences[side]
-                pre = fence.member_key.rsplit(b"members/", 1)[0] + b"log/"
+                pre = prefixes[side] + b"log/"
                 txns = [fence.txn(log_key(pre, st.height), st.SerializeToString()) for st in states]
                 for txn in txns:
                     t0 = time.monotonic()
